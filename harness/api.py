@@ -1,0 +1,315 @@
+"""The plugin contract.
+
+A task is one object, a subclass of :class:`Task`, exposed under the entry-point
+group ``harness.tasks``. Everything declarative about it lives in its ``task.yaml``
+(validated by :mod:`harness.config`); the Python side only trains and evaluates.
+
+The dataclasses here are frozen: a run's inputs and outputs never change after
+they are made, which is what lets the runner hash them and the registry cache them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover - import cycles only matter for type checkers
+    import pandas as pd
+
+    from harness.config import TaskConfig
+
+#: The statuses a finished run can have. ``failed`` is never cached.
+STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One final number of a run."""
+
+    name: str
+    """What is measured, e.g. ``test_accuracy``; the same name across methods of a task."""
+    value: float
+    """The measured value (NaN or inf marks a diverged run)."""
+    higher_is_better: bool = True
+    """Direction used for 'best in bold' and for claim directions."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A dataset plus a setting, e.g. ``digits-sym50``: digits with 50% symmetric noise."""
+
+    name: str
+    """Canonical, path-safe name."""
+    dataset: str
+    """Name of the dataset builder (see :mod:`harness.data`)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Task-specific knobs that define the setting (noise type, rate, ...)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named training/evaluation procedure, resolved for one scale and grid point."""
+
+    name: str
+    """The method as declared in task.yaml, e.g. ``nested_dropout``."""
+    variant: str
+    """Canonical variant name, ``name`` or ``name[k=v,...]`` for a grid point."""
+    hyperparameters: Mapping[str, Any]
+    """Fully resolved hyperparameters (scale defaults, method values, grid point, overrides)."""
+    description: str = ""
+    """One line for reports and ``harness tasks``."""
+    grid_point: Mapping[str, Any] = field(default_factory=dict)
+    """The grid coordinates of this variant (empty for an un-gridded method)."""
+    select: Mapping[str, Any] | None = None
+    """For a best-of-sweep method: ``{"from": method, "metric": name, "mode": max|min}``."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A pointer to another run: the DAG edge behind ``Task.requires``."""
+
+    task: str
+    """Task name (usually the requiring task itself)."""
+    variant: str
+    """Canonical variant name of the required run."""
+    benchmark: str
+    """Benchmark name of the required run."""
+    seed: int
+    """Seed of the required run."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A falsifiable statement of the paper and how it is tested."""
+
+    id: str
+    """Short identifier, unique within the task."""
+    statement: str
+    """The paper's statement, in words."""
+    source: str
+    """Where the paper makes it (table, figure, section)."""
+    metric: str | None = None
+    """Metric compared (declarative claims)."""
+    treatment: str | None = None
+    """Variant expected to differ from the control."""
+    control: str | None = None
+    """Variant compared against."""
+    benchmarks: tuple[str, ...] = ()
+    """Benchmarks over which paired differences are pooled (empty: all of the scale)."""
+    direction: str = "greater"
+    """``greater``: treatment - control is expected > min_effect; ``less``: < -min_effect."""
+    min_effect: float = 0.0
+    """Smallest effect (in metric units) that counts as reproducing the claim."""
+    function: str | None = None
+    """Name of a Task method computing the evidence for a shape claim."""
+    note: str = ""
+    """How the small-scale test maps to the paper's claim."""
+
+
+@dataclass(frozen=True)
+class ClaimEvidence:
+    """What a shape-claim function returns; the verdict is computed from it centrally."""
+
+    effect: float
+    """Point estimate of the effect, oriented so that ``direction`` says which side reproduces."""
+    ci_low: float
+    """Lower end of the 95% CI (bootstrap over seeds)."""
+    ci_high: float
+    """Upper end of the 95% CI."""
+    n_seeds: int
+    """Number of independent seeds that entered the estimate."""
+    p_value: float = float("nan")
+    """Optional p-value of the null 'no effect'."""
+    direction: str = "greater"
+    """Which side of ``min_effect`` reproduces the claim."""
+    min_effect: float = 0.0
+    """Threshold on the effect."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Anything the report should show beside the numbers."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """One number from the paper, kept apart from our runs."""
+
+    benchmark: str
+    """The paper's benchmark name (e.g. ``cifar10-sym50``)."""
+    method: str
+    """The paper's method name, mapped to ours where one exists."""
+    metric: str
+    """Metric name, in our naming."""
+    value: float
+    """The published value, in the paper's units."""
+    source: str
+    """Table or figure."""
+    std: float | None = None
+    """Published spread, when reported."""
+    note: str = ""
+    """Anything that differs in the paper's setting."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a run produced."""
+
+    name: str
+    """Logical name, e.g. ``model``."""
+    path: str
+    """Path relative to the run's output directory."""
+    sha256: str = ""
+    """Filled in by the runner."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``Task.run`` returns."""
+
+    metrics: tuple[Metric, ...]
+    """Final metrics."""
+    artifacts: tuple[Artifact, ...] = ()
+    """Files written under ``ctx.out_dir`` that other runs or the report may read."""
+    status: str = "ok"
+    """``ok`` or ``diverged``; the runner forces ``diverged`` when a metric is NaN/inf."""
+    info: Mapping[str, Any] = field(default_factory=dict)
+    """Extra JSON-able facts for the report (chosen k*, selected variant, ...)."""
+
+    def metric(self, name: str) -> float:
+        for m in self.metrics:
+            if m.name == name:
+                return m.value
+        raise KeyError(name)
+
+    @property
+    def is_finite(self) -> bool:
+        return all(math.isfinite(m.value) for m in self.metrics)
+
+
+class RunContext:
+    """Everything a run may ask of the harness. Built by :mod:`harness.runner`.
+
+    Tasks call:
+      ``ctx.log(step, **metrics)``      a point of a learning curve
+      ``ctx.checkpoint(state)``          save resumable state (torch-serialisable dict)
+      ``ctx.restore()``                  the last checkpoint, or None
+      ``ctx.progress(iterable, total)``  a progress bar on a terminal, plain iteration elsewhere
+      ``ctx.require(ref)``               the run record (dict) of a required run
+      ``ctx.artifact_path(ref, name)``   absolute path of a required run's artifact
+      ``ctx.data_dir(dataset)``          the materialised dataset folder
+    """
+
+    seed: int
+    device: str
+    scale: str
+    out_dir: Path
+
+    def log(self, step: int, **metrics: float) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def checkpoint(self, state: Mapping[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def restore(self) -> Mapping[str, Any] | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def progress(self, iterable, total: int | None = None, desc: str = ""):  # pragma: no cover
+        raise NotImplementedError
+
+    def require(self, ref: RunRef) -> Mapping[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def artifact_path(self, ref: RunRef, name: str) -> Path:  # pragma: no cover
+        raise NotImplementedError
+
+    def data_dir(self, dataset: str) -> Path:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Task:
+    """Base class of a task plugin.
+
+    A subclass sets ``root`` (the folder holding ``task.yaml``) and implements
+    ``run``. ``requires`` defaults to the needs of best-of-sweep methods; override it
+    and call ``super().requires`` to add a task's own edges.
+    """
+
+    #: Folder holding task.yaml (set by the subclass, usually ``Path(__file__).parent``).
+    root: Path
+
+    def __init__(self) -> None:
+        self._config: TaskConfig | None = None
+
+    # -- declarative side -------------------------------------------------------------
+    @property
+    def config(self) -> "TaskConfig":
+        """The validated task.yaml (loaded on first use)."""
+        if self._config is None:
+            from harness.config import load_task_config
+
+            self._config = load_task_config(Path(self.root) / "task.yaml")
+        return self._config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def version(self) -> str:
+        return str(self.config.version)
+
+    def datasets(self) -> dict[str, Callable[..., Any]]:
+        """Dataset builders this task contributes: name -> builder (see harness.data)."""
+        return {}
+
+    # -- procedural side --------------------------------------------------------------
+    def requires(self, method: Method, benchmark: Benchmark, seed: int, scale: str) -> list[RunRef]:
+        """Runs that must exist before this one (DAG edges)."""
+        if method.select:
+            return [
+                RunRef(self.name, v.variant, benchmark.name, seed)
+                for v in self.config.variants(scale, only=method.select["from"])
+            ]
+        return []
+
+    def run(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        """Train and evaluate once. Raise on failure; return status ``diverged`` for NaN."""
+        raise NotImplementedError
+
+    def select_best(self, method: Method, benchmark: Benchmark, ctx: RunContext) -> RunResult:
+        """Default best-of-sweep: pick the trial with the best validation metric.
+
+        Ties go to the first variant in grid order, so the choice is deterministic.
+        The returned metrics are the chosen trial's; ``info`` names the winner.
+        """
+        sel = method.select or {}
+        metric = sel["metric"]
+        higher = sel.get("mode", "max") == "max"
+        best = None
+        for ref in self.requires(method, benchmark, ctx.seed, ctx.scale):
+            record = ctx.require(ref)
+            if record.get("status") != "ok":
+                continue
+            values = {m["name"]: m for m in record["metrics"]}
+            if metric not in values:
+                raise KeyError(f"trial {ref.variant} has no metric {metric!r} to select on")
+            v = values[metric]["value"]
+            if best is None or (v > best[0] if higher else v < best[0]):
+                best = (v, ref, record)
+        if best is None:
+            return RunResult(metrics=(), status="diverged", info={"selected": None})
+        _, ref, record = best
+        metrics = tuple(Metric(m["name"], m["value"], m["higher_is_better"]) for m in record["metrics"])
+        return RunResult(metrics=metrics, info={"selected": ref.variant, "selected_run_id": record["run_id"],
+                                                 **record.get("info", {})})
+
+    # -- claims -----------------------------------------------------------------------
+    def claim_function(self, name: str) -> Callable[["pd.DataFrame"], ClaimEvidence]:
+        fn = getattr(self, name, None)
+        if fn is None or not callable(fn):
+            raise AttributeError(f"task {self.name!r} has no claim function {name!r}")
+        return fn
+
+    def figures(self, runs: "pd.DataFrame", scale: str) -> list[tuple[str, str]]:
+        """Task-specific report figures: a list of (title, inline SVG)."""
+        return []

@@ -1,0 +1,400 @@
+"""task.yaml: schema, scales, method grids, overrides and canonical hashing.
+
+A task.yaml is validated into a frozen :class:`TaskConfig`. The resolved
+hyperparameters of one run are, in order of precedence (last wins)::
+
+    scales.<scale>.defaults  <  scales.<scale>.methods.<method>  <  grid point  <  --set overrides
+
+Variant names are canonical: ``method`` or ``method[k=v,...]`` with keys sorted and
+values written by :func:`format_value`, so the same point always gets the same name
+(and the same run_id), whatever order a user typed it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.api import Benchmark, Claim, Method, Published
+
+SCALES = ("tiny", "small", "paper")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+BENCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED_METHOD_KEYS = {"grid", "benchmarks"}
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error: one message that names the fix."""
+
+
+# -- canonical values and hashing ---------------------------------------------------------
+
+def format_value(v: Any) -> str:
+    """How a value is written inside a variant name (stable, short, YAML-parsable)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return repr(v)  # keep the '.0' so floats and ints stay distinct
+        return repr(v)
+    if v is None:
+        return "null"
+    return str(v)
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI/variant value as YAML scalar (``0.3`` -> float, ``true`` -> bool)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace; NaN is rejected so hashes stay portable."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_jsonable)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy scalar
+        return o.item()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def config_hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def variant_name(method: str, point: Mapping[str, Any]) -> str:
+    if not point:
+        return method
+    inner = ",".join(f"{k}={format_value(point[k])}" for k in sorted(point))
+    return f"{method}[{inner}]"
+
+
+VARIANT_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)(\[(?P<args>[^\]]*)\])?$")
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``'nested_dropout[sigma=4]'`` -> ``('nested_dropout', {'sigma': 4})``."""
+    m = VARIANT_RE.match(text.strip())
+    if not m:
+        raise ConfigError(f"cannot parse method {text!r}: write NAME or NAME[key=value,...]")
+    args: dict[str, Any] = {}
+    if m.group("args"):
+        for part in m.group("args").split(","):
+            if "=" not in part:
+                raise ConfigError(f"cannot parse {part!r} in {text!r}: write key=value")
+            k, v = part.split("=", 1)
+            args[k.strip()] = parse_value(v.strip())
+    return m.group("name"), args
+
+
+def path_safe(variant: str) -> str:
+    """Variant name as a single path component: ``m[a=1,b=x]`` -> ``m__a=1__b=x``."""
+    name, args = parse_variant(variant)
+    if not args:
+        return name
+    return name + "".join(f"__{k}={format_value(args[k])}" for k in sorted(args))
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write key=value (e.g. --set lr=0.01)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+# -- the schema ---------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PaperSpec(_Strict):
+    title: str
+    authors: list[str]
+    year: int
+    venue: str = ""
+    arxiv: str = ""
+    code: str = ""
+
+
+class MethodSpec(_Strict):
+    description: str
+    hyperparameters: list[str] = Field(default_factory=list)
+    """Names of the hyperparameters the method reads (documentation and validation)."""
+    select: dict[str, Any] | None = None
+    """Best-of-sweep: {from: <method with a grid>, metric: <validation metric>, mode: max|min}."""
+
+    @field_validator("select")
+    @classmethod
+    def _check_select(cls, v):
+        if v is None:
+            return v
+        unknown = set(v) - {"from", "metric", "mode"}
+        if unknown or "from" not in v or "metric" not in v:
+            raise ValueError("select needs {from: METHOD, metric: METRIC, mode: max|min}")
+        if v.get("mode", "max") not in ("max", "min"):
+            raise ValueError("select.mode must be max or min")
+        return v
+
+
+class ResourceSpec(_Strict):
+    threads: int = 1
+    mem_mb: int = 2000
+    runtime: int = 30
+    """Minutes (SLURM wall time)."""
+    gpu: int = 0
+
+
+class ScaleSpec(_Strict):
+    seeds: list[int]
+    benchmarks: dict[str, dict[str, Any]]
+    """name -> {dataset: NAME, ...settings}."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, dict[str, Any] | None]
+    """Methods run at this scale -> hyperparameters, optional ``grid`` and ``benchmarks``."""
+    time_budget_s: float | None = None
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _check_benchmarks(cls, v):
+        for name, spec in v.items():
+            if not BENCH_RE.match(name):
+                raise ValueError(f"benchmark name {name!r} must be path-safe (letters, digits, _ . -)")
+            if not isinstance(spec, dict) or "dataset" not in spec:
+                raise ValueError(f"benchmark {name!r} needs a 'dataset' key")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v):
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+
+class ClaimSpec(_Strict):
+    id: str
+    statement: str
+    source: str
+    metric: str | None = None
+    treatment: str | None = None
+    control: str | None = None
+    benchmarks: list[str] = Field(default_factory=list)
+    direction: Literal["greater", "less"] = "greater"
+    min_effect: float = 0.0
+    function: str | None = None
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _kind(self):
+        declarative = self.metric and self.treatment and self.control
+        if bool(declarative) == bool(self.function):
+            raise ValueError(
+                f"claim {self.id!r}: give either metric+treatment+control (a comparison) "
+                "or function (a shape claim computed by the task), not both or neither"
+            )
+        return self
+
+
+class PublishedSpec(_Strict):
+    benchmark: str
+    method: str
+    metric: str
+    value: float
+    source: str
+    std: float | None = None
+    note: str = ""
+
+
+class TaskConfig(_Strict):
+    name: str
+    version: str | int
+    description: str = ""
+    paper: PaperSpec
+    datasets: list[str]
+    methods: dict[str, MethodSpec]
+    scales: dict[Literal["tiny", "small", "paper"], ScaleSpec]
+    claims: list[ClaimSpec] = Field(default_factory=list)
+    published: list[PublishedSpec] = Field(default_factory=list)
+    metrics: dict[str, Literal["higher", "lower"]] = Field(default_factory=dict)
+    """Direction of each metric the task reports (for tables and claims)."""
+    primary_metric: str | None = None
+    """Metric shown first in tables."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v):
+        if not NAME_RE.match(v):
+            raise ValueError("name must be snake_case (a-z, 0-9, _), starting with a letter")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        for m, spec in self.methods.items():
+            if not NAME_RE.match(m):
+                raise ValueError(f"method name {m!r} must be snake_case")
+            if spec.select and spec.select["from"] not in self.methods:
+                raise ValueError(f"method {m!r} selects from unknown method {spec.select['from']!r}")
+        for scale, s in self.scales.items():
+            for m, params in s.methods.items():
+                if m not in self.methods:
+                    raise ValueError(
+                        f"scales.{scale}.methods names {m!r}, which is not under 'methods' "
+                        f"(known: {', '.join(sorted(self.methods))})"
+                    )
+                params = params or {}
+                grid = params.get("grid", {})
+                if not isinstance(grid, dict) or any(not isinstance(x, list) or not x for x in grid.values()):
+                    raise ValueError(f"scales.{scale}.methods.{m}.grid must map names to non-empty lists")
+                for b in params.get("benchmarks", []) or []:
+                    if b not in s.benchmarks:
+                        raise ValueError(f"scales.{scale}.methods.{m}.benchmarks names unknown benchmark {b!r}")
+                sel = self.methods[m].select
+                if sel and sel["from"] not in s.methods:
+                    raise ValueError(f"scales.{scale}: {m!r} selects from {sel['from']!r}, which does not run at this scale")
+            for b, spec in s.benchmarks.items():
+                if spec["dataset"] not in self.datasets:
+                    raise ValueError(f"scales.{scale}.benchmarks.{b} uses dataset {spec['dataset']!r} not listed under 'datasets'")
+        ids = [c.id for c in self.claims]
+        if len(ids) != len(set(ids)):
+            raise ValueError("claim ids must be unique")
+        for c in self.claims:
+            for attr in ("treatment", "control"):
+                v = getattr(c, attr)
+                if v and parse_variant(v)[0] not in self.methods:
+                    raise ValueError(f"claim {c.id!r}: {attr} {v!r} is not a method")
+        return self
+
+    # -- resolution ----------------------------------------------------------------------
+    def scale(self, scale: str) -> ScaleSpec:
+        if scale not in SCALES:
+            raise ConfigError(f"unknown scale {scale!r}: use one of {', '.join(SCALES)}")
+        if scale not in self.scales:
+            raise ConfigError(f"task {self.name!r} defines no {scale!r} scale in task.yaml")
+        return self.scales[scale]
+
+    def benchmarks(self, scale: str) -> list[Benchmark]:
+        s = self.scale(scale)
+        out = []
+        for name, spec in s.benchmarks.items():
+            settings = {k: v for k, v in spec.items() if k != "dataset"}
+            out.append(Benchmark(name=name, dataset=spec["dataset"], settings=settings))
+        return out
+
+    def benchmark(self, scale: str, name: str) -> Benchmark:
+        for b in self.benchmarks(scale):
+            if b.name == name:
+                return b
+        raise ConfigError(
+            f"task {self.name!r} has no benchmark {name!r} at scale {scale!r} "
+            f"(known: {', '.join(b.name for b in self.benchmarks(scale))}); see `harness tasks`"
+        )
+
+    def variants(self, scale: str, only: str | None = None) -> list[Method]:
+        """Every method variant of the scale, grids expanded in declaration order."""
+        s = self.scale(scale)
+        out = []
+        for m, params in s.methods.items():
+            if only is not None and m != only:
+                continue
+            params = dict(params or {})
+            grid = params.pop("grid", {}) or {}
+            params.pop("benchmarks", None)
+            keys = list(grid)
+            points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
+            for point in points:
+                hp = {**s.defaults, **params, **point}
+                spec = self.methods[m]
+                out.append(Method(name=m, variant=variant_name(m, point), hyperparameters=hp,
+                                  description=spec.description, grid_point=point, select=spec.select))
+        return out
+
+    def method_benchmarks(self, scale: str, method: str) -> list[str]:
+        """Benchmarks a method runs on at this scale (all unless restricted)."""
+        s = self.scale(scale)
+        restricted = (s.methods.get(method) or {}).get("benchmarks")
+        return list(restricted) if restricted else list(s.benchmarks)
+
+    def resolve(self, scale: str, variant: str, overrides: Mapping[str, Any] | None = None) -> Method:
+        """A variant by name, with overrides. Unknown grid coordinates act as overrides."""
+        name, args = parse_variant(variant)
+        if name not in self.methods:
+            raise ConfigError(
+                f"task {self.name!r} has no method {name!r} (known: {', '.join(sorted(self.methods))}); "
+                "see `harness tasks`"
+            )
+        s = self.scale(scale)
+        if name not in s.methods:
+            raise ConfigError(f"method {name!r} does not run at scale {scale!r}: add it under scales.{scale}.methods")
+        for v in self.variants(scale, only=name):
+            if v.grid_point == args and not overrides:
+                return v
+        # Not a declared grid point: base hyperparameters plus the given values.
+        params = dict(s.methods[name] or {})
+        params.pop("grid", None)
+        params.pop("benchmarks", None)
+        point = {**args, **(overrides or {})}
+        hp = {**s.defaults, **params, **point}
+        spec = self.methods[name]
+        return Method(name=name, variant=variant_name(name, point), hyperparameters=hp,
+                      description=spec.description, grid_point=point, select=spec.select)
+
+    def claim_objects(self) -> list[Claim]:
+        return [Claim(id=c.id, statement=c.statement, source=c.source, metric=c.metric,
+                      treatment=c.treatment, control=c.control, benchmarks=tuple(c.benchmarks),
+                      direction=c.direction, min_effect=c.min_effect, function=c.function, note=c.note)
+                for c in self.claims]
+
+    def published_objects(self) -> list[Published]:
+        return [Published(**p.model_dump()) for p in self.published]
+
+    def higher_is_better(self, metric: str) -> bool:
+        return self.metrics.get(metric, "higher") == "higher"
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return f"{path}: invalid task.yaml\n" + "\n".join(lines) + "\nFix the fields above (schema: harness/config.py)."
+
+
+def load_task_config(path: str | Path) -> TaskConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: every task folder needs a task.yaml (see `harness new-task`)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: task.yaml must be a mapping at the top level")
+    try:
+        return TaskConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from None
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

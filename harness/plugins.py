@@ -1,0 +1,92 @@
+"""Task discovery through the ``harness.tasks`` entry-point group.
+
+Built-in tasks are registered in pyproject.toml exactly as a third-party package
+would register its own. A broken plugin (import error, invalid task.yaml) is
+reported by name with its reason and does not hide the others.
+
+``HARNESS_EXTRA_TASKS`` (``name=module:attr`` entries separated by ``;``) adds tasks
+without installing a package; tests use it to load throwaway plugins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import import_module
+from importlib.metadata import entry_points
+
+from harness.api import Task
+from harness.config import ConfigError
+
+GROUP = "harness.tasks"
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that could not be loaded."""
+
+    name: str
+    """Entry-point name."""
+    target: str
+    """``module:attr`` it points to."""
+    reason: str
+    """One line saying what went wrong and how to fix it."""
+
+
+def _entry_specs() -> dict[str, str]:
+    specs = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    extra = os.environ.get("HARNESS_EXTRA_TASKS", "")
+    for item in filter(None, (x.strip() for x in extra.split(";"))):
+        if "=" not in item:
+            raise ConfigError(f"HARNESS_EXTRA_TASKS entry {item!r}: write name=module:attr")
+        name, target = item.split("=", 1)
+        specs[name.strip()] = target.strip()
+    return specs
+
+
+def _load_one(name: str, target: str) -> Task:
+    module_name, _, attr = target.partition(":")
+    obj = import_module(module_name)
+    for part in (attr or "task").split("."):
+        obj = getattr(obj, part)
+    if isinstance(obj, type) and issubclass(obj, Task):
+        obj = obj()
+    if not isinstance(obj, Task):
+        raise TypeError(f"{target} is a {type(obj).__name__}, not a harness.api.Task")
+    cfg = obj.config  # validates task.yaml now, so errors surface at discovery
+    if cfg.name != name:
+        raise ConfigError(f"entry point {name!r} loads a task named {cfg.name!r}: make them equal")
+    return obj
+
+
+@lru_cache(maxsize=1)
+def _discover_cached(key: str) -> tuple[dict[str, Task], tuple[BrokenPlugin, ...]]:
+    tasks: dict[str, Task] = {}
+    broken: list[BrokenPlugin] = []
+    for name, target in sorted(_entry_specs().items()):
+        try:
+            tasks[name] = _load_one(name, target)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none hides others
+            reason = str(e).strip().splitlines()
+            first = f"{type(e).__name__}: " + (" ".join(reason) if reason else "")
+            broken.append(BrokenPlugin(name, target, first))
+    return tasks, tuple(broken)
+
+
+def discover() -> tuple[dict[str, Task], tuple[BrokenPlugin, ...]]:
+    """All loadable tasks and the broken ones, each with a reason."""
+    return _discover_cached(os.environ.get("HARNESS_EXTRA_TASKS", ""))
+
+
+def get_task(name: str) -> Task:
+    tasks, broken = discover()
+    if name in tasks:
+        return tasks[name]
+    for b in broken:
+        if b.name == name:
+            raise ConfigError(f"task {name!r} is installed but broken: {b.reason}")
+    raise ConfigError(
+        f"unknown task {name!r} (installed: {', '.join(sorted(tasks)) or 'none'}). "
+        "Register it under the 'harness.tasks' entry-point group and reinstall (pip install -e .)"
+    )
