@@ -190,7 +190,7 @@ class RunContext:
     """Everything a run may ask of the harness. Built by :mod:`harness.runner`.
 
     Tasks call:
-      ``ctx.log(step, **metrics)``      a point of a learning curve
+      ``ctx.log(step, curve="train", **metrics)``  a point of the learning curve ``curve``
       ``ctx.checkpoint(state)``          save resumable state (torch-serialisable dict)
       ``ctx.restore()``                  the last checkpoint, or None
       ``ctx.progress(iterable, total)``  a progress bar on a terminal, plain iteration elsewhere
@@ -204,7 +204,7 @@ class RunContext:
     scale: str
     out_dir: Path
 
-    def log(self, step: int, **metrics: float) -> None:  # pragma: no cover - interface
+    def log(self, step: int, curve: str = "train", **metrics: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:  # pragma: no cover

@@ -42,9 +42,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        if v.is_integer() and abs(v) < 1e15:
-            return repr(v)  # keep the '.0' so floats and ints stay distinct
-        return repr(v)
+        return repr(v)  # '2.0' stays distinct from the int '2'
     if v is None:
         return "null"
     return str(v)

@@ -1,0 +1,41 @@
+# make reproduce   fresh machine: venv, install, data, every task at `small` scale, report
+# make test        fresh machine: venv, install, the whole test suite
+# make bench       performance benchmarks (harness overhead, kernels on a GPU)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= small
+CORES ?= all
+
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+# Nothing at tiny/small scale may reach a hub: fail fast if something tries.
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install reproduce test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the CPU build on disk; a looser spec would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+reproduce: install
+	$(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE)
+	@echo "open reports/index.html"
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(PY) benchmarks/harness_overhead.py
+
+clean:
+	rm -rf results reports .snakemake

@@ -1,0 +1,115 @@
+# The DAG: data -> runs -> registry -> claims -> report, expanded from the plugin registry.
+#
+#   snakemake --cores all                                  # small scale (default)
+#   snakemake --cores all --config scale=tiny              # CI / tests
+#   snakemake --cores all --config scale=paper             # the published setting, on a GPU box
+#   snakemake --profile profiles/slurm --config scale=paper
+#   snakemake -n --config tasks=noisy_labels               # plan one task only
+#
+# Each run is one job; Task.requires() gives its input edges. Failed runs write a
+# failure record outside the outputs (so they are retried next time) and the `onerror`
+# handler still ingests, evaluates claims and renders the report with them listed.
+import os
+import shlex
+import sys
+
+from harness.dag import datasets_of, plan
+
+SCALE = config.get("scale", "small")
+TASKS = [t for t in str(config.get("tasks", "")).split(",") if t] or None
+RESULTS = config.get("results", "results")
+REPORTS = config.get("reports", "reports")
+DATA = os.environ.get("HARNESS_DATA_DIR", "data")
+# Data through DVC when this is a DVC repo (the default checkout); `data_via=direct` skips it.
+DATA_VIA = config.get("data_via", "dvc" if os.path.isdir(".dvc") else "direct")
+HARNESS = f"{shlex.quote(sys.executable)} -m harness --results {shlex.quote(RESULTS)}"
+# Jobs (and DVC's stage commands) find this environment's python, harness and dvc first.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+RUNS = plan(SCALE, TASKS, results_dir=RESULTS)
+DATASETS = datasets_of(RUNS)
+
+wildcard_constraints:
+    scale="tiny|small|paper",
+    seed=r"\d+",
+
+localrules: all, data, registry, claims, report
+
+
+rule all:
+    input:
+        f"{REPORTS}/index.html",
+
+
+rule data:
+    output:
+        f"{DATA}/{{dataset}}/manifest.json",
+    resources:
+        dvc=1,  # one DVC command at a time: they share the repo lock
+    params:
+        cmd=lambda wc: (f"{shlex.quote(sys.executable)} -m dvc repro --single-item build@{wc.dataset}" if DATA_VIA == "dvc"
+                        else f"{HARNESS} data build {wc.dataset} --force"),
+    shell:
+        "{params.cmd}"
+
+
+def _run(wc):
+    key = f"{RESULTS}/runs/{wc.scale}/{wc.task}/{wc.benchmark}/{wc.variant}/seed{wc.seed}.json"
+    if key not in RUNS:
+        raise ValueError(f"{key} is not part of the plan at scale {SCALE!r}")
+    return RUNS[key]
+
+
+rule run:
+    input:
+        data=lambda wc: f"{DATA}/{_run(wc).dataset}/manifest.json",
+        requires=lambda wc: list(_run(wc).requires),
+    output:
+        f"{RESULTS}/runs/{{scale}}/{{task}}/{{benchmark}}/{{variant}}/seed{{seed}}.json",
+    threads: lambda wc: _run(wc).threads
+    resources:
+        mem_mb=lambda wc: _run(wc).mem_mb,
+        runtime=lambda wc: _run(wc).runtime,
+        gpu=lambda wc: _run(wc).gpu,
+    params:
+        variant=lambda wc: shlex.quote(_run(wc).variant),
+    shell:
+        "HARNESS_EXECUTOR=snakemake {HARNESS} run {wildcards.task} --scale {wildcards.scale} "
+        "--method {params.variant} --benchmark {wildcards.benchmark} --seed {wildcards.seed} "
+        "--threads {threads}"
+
+
+rule registry:
+    input:
+        list(RUNS),
+    output:
+        f"{RESULTS}/ingested-{SCALE}.json",
+    shell:
+        "{HARNESS} registry ingest --summary {output}"
+
+
+rule claims:
+    input:
+        f"{RESULTS}/ingested-{SCALE}.json",
+    output:
+        f"{RESULTS}/claims-{SCALE}.json",
+    shell:
+        "{HARNESS} claims --scale {SCALE} --claims {output} --no-ingest"
+
+
+rule report:
+    input:
+        f"{RESULTS}/claims-{SCALE}.json",
+    output:
+        f"{REPORTS}/index.html",
+    shell:
+        "{HARNESS} report --scale {SCALE} --claims {input} --out {REPORTS} --no-ingest"
+
+
+onerror:
+    # Some runs failed (keep-going ran everything else). Report what exists, failures listed.
+    shell(f"{HARNESS} registry ingest || true")
+    shell(f"{HARNESS} claims --scale {SCALE} --no-ingest || true")
+    shell(f"{HARNESS} report --scale {SCALE} --out {REPORTS} --no-ingest || true")
+    print(f"Some runs failed; the report at {REPORTS}/index.html lists them. Rerun snakemake to retry them.",
+          file=sys.stderr)

@@ -1,0 +1,317 @@
+"""The ``harness`` command. One function per sub-command; heavy imports stay inside them.
+
+Errors a user can meet (bad task.yaml, unknown method, missing dataset, corrupt record)
+print one line, ``error: ...``, naming the fix, and exit 2. A run that raises exits 1
+after its failure record is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.config import ConfigError
+
+
+def _results(args) -> Path:
+    return Path(getattr(args, "results", None) or os.environ.get("HARNESS_RESULTS_DIR", "results"))
+
+
+# -- tasks / validate -----------------------------------------------------------------
+
+def cmd_tasks(args) -> int:
+    from harness.plugins import discover
+
+    tasks, broken = discover()
+    if args.json:
+        out = []
+        for name, t in sorted(tasks.items()):
+            cfg = t.config
+            out.append({
+                "name": name, "version": str(cfg.version), "paper": cfg.paper.model_dump(),
+                "methods": {m: s.description for m, s in cfg.methods.items()},
+                "benchmarks": {sc: [b.name for b in cfg.benchmarks(sc)] for sc in cfg.scales},
+                "variants": {sc: [v.variant for v in cfg.variants(sc)] for sc in cfg.scales},
+                "claims": [{"id": c.id, "statement": c.statement, "source": c.source} for c in cfg.claims],
+            })
+        out += [{"name": b.name, "broken": b.reason} for b in broken]
+        print(json.dumps(out, indent=1))
+        return 1 if broken else 0
+    for name, t in sorted(tasks.items()):
+        cfg = t.config
+        print(f"{name} (v{cfg.version}): {cfg.paper.title} ({cfg.paper.year})")
+        for m, s in cfg.methods.items():
+            print(f"  method  {m:<22} {s.description}")
+        for sc in cfg.scales:
+            print(f"  {sc:<7} benchmarks: {', '.join(b.name for b in cfg.benchmarks(sc))}; "
+                  f"{len(cfg.variants(sc))} variants, seeds {cfg.scale(sc).seeds}")
+        for c in cfg.claims:
+            print(f"  claim   {c.id:<22} {c.statement} [{c.source}]")
+    for b in broken:
+        print(f"BROKEN {b.name} ({b.target}): {b.reason}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def cmd_validate(args) -> int:
+    from harness.validate import validate_paths
+
+    problems = validate_paths(args.paths)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not problems:
+        print("ok: every task.yaml is valid and its DAG plans at every scale")
+    return 1 if problems else 0
+
+
+# -- data -------------------------------------------------------------------------------
+
+def cmd_data(args) -> int:
+    from harness import data
+
+    if args.action == "build":
+        for name in args.names:
+            folder = data.build(name, force=args.force)
+            print(f"{name}: {folder} ({data.data_hash(name)})")
+    elif args.action == "list":
+        for name, (_fn, owners) in sorted(data.builders().items()):
+            print(f"{name:<16} tasks: {', '.join(owners)}")
+    elif args.action == "verify":
+        bad = [n for n in args.names if not data.verify(n)]
+        for n in bad:
+            print(f"{n}: files changed since build; rebuild with `harness data build {n} --force`", file=sys.stderr)
+        return 1 if bad else 0
+    return 0
+
+
+# -- run / reproduce --------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from harness.config import parse_overrides
+    from harness.runner import run_one
+
+    overrides = parse_overrides(args.set or [])
+    try:
+        rec = run_one(args.task, args.method, args.benchmark, args.seed, args.scale, overrides=overrides,
+                      results_dir=_results(args), device=args.device, threads=args.threads, force=args.force)
+    except ConfigError:
+        raise
+    except BaseException as e:  # the failure record is written; say where, exit non-zero
+        print(f"error: run failed: {type(e).__name__}: {e} (failure record under {_results(args)}/failures/)",
+              file=sys.stderr)
+        return 1
+    ms = ", ".join(f"{m['name']}={m['value'] if m['value'] is not None else m.get('nonfinite')}"
+                   for m in rec["metrics"])
+    print(f"{rec['status']} {rec['run_id']} {rec['task']}/{rec['benchmark']}/{rec['variant']}/seed{rec['seed']}: {ms}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from harness.reproduce import reproduce
+
+    report = reproduce(args.run_id, results_dir=_results(args), registry_url=args.registry)
+    print(json.dumps(report, indent=1))
+    return 0 if report["identical"] else 1
+
+
+# -- registry ---------------------------------------------------------------------------
+
+def cmd_registry(args) -> int:
+    from harness.registry import Registry
+
+    reg = Registry(url=args.registry, results_dir=_results(args))
+    if args.action == "ingest":
+        n_new, n_old, errors = reg.ingest_dir(_results(args))
+        print(f"ingested {n_new} new, {n_old} already present")
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        if args.summary:
+            from harness.record import write_json_atomic
+
+            write_json_atomic(Path(args.summary), {"new": n_new, "existing": n_old, "errors": errors})
+        return 1 if errors else 0
+    if args.action == "ls":
+        import pandas as pd
+
+        df = reg.runs(task=args.task, scale=args.scale, status=args.status, current_only=not args.all)
+        cols = ["run_id", "task", "benchmark", "variant", "seed", "scale", "status", "wall_s", "git_commit"]
+        m = reg.metrics(task=args.task, scale=args.scale, current_only=not args.all)
+        if not m.empty and not df.empty:
+            wide = m.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
+            df = df[cols].merge(wide, left_on="run_id", right_index=True, how="left")
+        else:
+            df = df[cols] if not df.empty else df
+        with pd.option_context("display.max_rows", args.limit, "display.width", 200):
+            print(df.head(args.limit).to_string(index=False) if not df.empty else "no runs")
+        return 0
+    if args.action == "show":
+        print(json.dumps(reg.record(args.run_id), indent=1, sort_keys=True))
+        return 0
+    if args.action == "export":
+        reg.export(args.path, args.format)
+        print(f"wrote {args.path}")
+        return 0
+    return 2
+
+
+# -- claims / report / compare ------------------------------------------------------------
+
+def _claims_path(args) -> Path:
+    return Path(args.claims) if getattr(args, "claims", None) else _results(args) / f"claims-{args.scale}.json"
+
+
+def cmd_claims(args) -> int:
+    from harness.claims import evaluate_claims, write_claims
+    from harness.plugins import discover
+    from harness.registry import Registry
+
+    reg = Registry(url=args.registry, results_dir=_results(args))
+    if not args.no_ingest:
+        reg.ingest_dir(_results(args))
+    tasks, _ = discover()
+    chosen = [args.task] if args.task else sorted(tasks)
+    results = []
+    metrics = reg.metrics(scale=args.scale)
+    for name in chosen:
+        results += evaluate_claims(tasks[name], metrics[metrics["task"] == name], args.scale)
+    out = _claims_path(args)
+    write_claims(results, out)
+    for r in results:
+        eff = "n/a" if r["effect"] is None else f"{r['effect']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" \
+            if r["ci_low"] is not None else f"{r['effect']:+.3g}"
+        print(f"{r['verdict']:<13} {r['task']}/{r['id']:<24} effect {eff} n={r['n_seeds']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.registry import Registry
+    from harness.report.render import render_from_registry
+
+    reg = Registry(url=args.registry, results_dir=_results(args))
+    if not args.no_ingest:
+        reg.ingest_dir(_results(args))
+    paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args))
+    print(f"wrote {len(paths)} pages to {args.out}/ (open {Path(args.out) / 'index.html'})")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from harness.compare import compare_commits
+
+    df = compare_commits(args.rev_a, args.rev_b, results_dir=_results(args), registry_url=args.registry,
+                         task=args.task, scale=args.scale)
+    print(df.to_string(index=False) if not df.empty else "no runs in common between the two commits")
+    return 0
+
+
+def cmd_new_task(args) -> int:
+    from harness.scaffold import new_task
+
+    folder = new_task(args.name, Path(args.dest))
+    print(f"created {folder}; register it in pyproject.toml under [project.entry-points.\"harness.tasks\"]:\n"
+          f"  {args.name} = \"tasks.{args.name}:task\"\nthen `pip install -e .` and `harness validate`")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p.add_argument("--results", help="results folder (default: $HARNESS_RESULTS_DIR or ./results)")
+    p.add_argument("--registry", help="registry URL (default: $HARNESS_REGISTRY_URL or results/registry.sqlite)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("tasks", help="list tasks, methods, benchmarks, claims")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tasks)
+
+    s = sub.add_parser("validate", help="validate task.yaml files (default: every installed task)")
+    s.add_argument("paths", nargs="*")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("data", help="build, list or verify datasets")
+    s.add_argument("action", choices=["build", "list", "verify"])
+    s.add_argument("names", nargs="*")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("run", help="run one method on one benchmark with one seed")
+    s.add_argument("task")
+    s.add_argument("--method", required=True, help="variant, e.g. 'nested_dropout[sigma=4]'")
+    s.add_argument("--benchmark", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
+    s.add_argument("--device")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--force", action="store_true", help="rerun even if a record with this run_id exists")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("reproduce", help="rerun a recorded run and diff its metrics")
+    s.add_argument("run_id")
+    s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser("registry", help="ingest, list, show or export runs")
+    s.add_argument("action", choices=["ingest", "ls", "show", "export"])
+    s.add_argument("run_id", nargs="?", help="for show")
+    s.add_argument("--task")
+    s.add_argument("--scale")
+    s.add_argument("--status")
+    s.add_argument("--all", action="store_true", help="include superseded history")
+    s.add_argument("--limit", type=int, default=200)
+    s.add_argument("--summary", help="ingest: also write a JSON summary here")
+    s.add_argument("--path", help="export: output file")
+    s.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
+    s.set_defaults(func=cmd_registry)
+
+    s = sub.add_parser("claims", help="verdict per claim, with effect and CI")
+    s.add_argument("--scale", default="small")
+    s.add_argument("--task")
+    s.add_argument("--claims", help="output (default results/claims-<scale>.json)")
+    s.add_argument("--no-ingest", action="store_true")
+    s.set_defaults(func=cmd_claims)
+
+    s = sub.add_parser("report", help="render the HTML report")
+    s.add_argument("--scale", default="small")
+    s.add_argument("--out", default="reports")
+    s.add_argument("--claims", help="claims JSON (default results/claims-<scale>.json)")
+    s.add_argument("--no-ingest", action="store_true")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="what changed between two commits' runs")
+    s.add_argument("rev_a")
+    s.add_argument("rev_b")
+    s.add_argument("--task")
+    s.add_argument("--scale")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("new-task", help="scaffold a task plugin with tests")
+    s.add_argument("name")
+    s.add_argument("--dest", default="tasks")
+    s.set_defaults(func=cmd_new_task)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "registry" and args.action == "show" and not args.run_id:
+        print("error: registry show needs a RUN_ID", file=sys.stderr)
+        return 2
+    if args.command == "registry" and args.action == "export" and not args.path:
+        print("error: registry export needs --path FILE", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Dataset builders: a registry by name, materialised to ``data/<name>/`` with a content hash.
+
+Tasks contribute builders through ``Task.datasets()`` (name -> zero-argument function
+returning a ``datasets.DatasetDict``). Two tasks may share a builder (one builder, two
+tasks) by returning the same function object; two different builders under one name
+is an error.
+
+``harness data build NAME`` (what each DVC stage runs) calls the builder and writes::
+
+    data/NAME/<split>/...      Arrow files via DatasetDict.save_to_disk
+    data/NAME/manifest.json    {name, content_hash, splits: {split: {rows, columns}}, files}
+
+The content hash is a sha256 over the Arrow files' bytes (sorted by relative path),
+never over the JSON metadata: ``save_to_disk`` writes a fingerprint into state.json
+that we also pin to the content hash, so a rebuild gives byte-identical output and
+DVC's lock does not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.config import ConfigError
+
+MANIFEST = "manifest.json"
+
+
+def data_root() -> Path:
+    """Where datasets live: ``$HARNESS_DATA_DIR`` or ``./data``."""
+    return Path(os.environ.get("HARNESS_DATA_DIR", "data"))
+
+
+def builders() -> dict[str, tuple[Callable[[], Any], list[str]]]:
+    """Every dataset builder of every loadable task: name -> (builder, [task names])."""
+    from harness.plugins import discover
+
+    tasks, _ = discover()
+    out: dict[str, tuple[Callable[[], Any], list[str]]] = {}
+    for tname, task in sorted(tasks.items()):
+        for dname, fn in task.datasets().items():
+            if dname in out and out[dname][0] is not fn:
+                raise ConfigError(
+                    f"dataset {dname!r} has two different builders (tasks {out[dname][1][0]!r} and {tname!r}): "
+                    "share one function or rename one dataset"
+                )
+            out.setdefault(dname, (fn, []))[1].append(tname)
+    return out
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over (relative path, file hash) of every Arrow file under ``folder``."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*.arrow")):
+        h.update(str(p.relative_to(folder)).encode())
+        h.update(_file_sha256(p).encode())
+    return h.hexdigest()[:16]
+
+
+def _pin_fingerprints(folder: Path, fingerprint: str) -> None:
+    for state in Path(folder).rglob("state.json"):
+        meta = json.loads(state.read_text())
+        meta["_fingerprint"] = fingerprint
+        state.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def build(name: str, root: Path | None = None, force: bool = False) -> Path:
+    """Materialise dataset ``name`` under ``root/name`` and return its folder."""
+    import datasets
+
+    table = builders()
+    if name not in table:
+        raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(sorted(table)) or 'none'}); see `harness tasks`")
+    root = Path(root or data_root())
+    target = root / name
+    if (target / MANIFEST).exists() and not force:
+        return target
+    fn, _ = table[name]
+    dd = fn()
+    if isinstance(dd, datasets.Dataset):
+        dd = datasets.DatasetDict({"train": dd})
+    if not isinstance(dd, datasets.DatasetDict):
+        raise TypeError(f"builder of {name!r} returned {type(dd).__name__}, expected datasets.DatasetDict")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+    try:
+        dd.save_to_disk(str(tmp), max_shard_size="2GB")
+        chash = content_hash(tmp)
+        _pin_fingerprints(tmp, chash)
+        manifest = {
+            "name": name,
+            "content_hash": chash,
+            "splits": {s: {"rows": d.num_rows, "columns": list(d.column_names)} for s, d in dd.items()},
+            "files": {str(p.relative_to(tmp)): _file_sha256(p) for p in sorted(tmp.rglob("*.arrow"))},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _missing(name: str, folder: Path) -> ConfigError:
+    return ConfigError(
+        f"dataset {name!r} is not built ({folder}/{MANIFEST} missing): run `harness data build {name}` "
+        f"(or `dvc repro build@{name}`; snakemake does this for you)"
+    )
+
+
+def manifest(name: str, root: Path | None = None) -> dict[str, Any]:
+    folder = Path(root or data_root()) / name
+    path = folder / MANIFEST
+    if not path.exists():
+        raise _missing(name, folder)
+    return json.loads(path.read_text())
+
+
+def data_hash(name: str, root: Path | None = None) -> str:
+    return manifest(name, root)["content_hash"]
+
+
+def load_dataset(name: str, root: Path | None = None):
+    """The materialised ``datasets.DatasetDict`` of ``name`` (memory-mapped Arrow)."""
+    folder = Path(root or data_root()) / name
+    if not (folder / MANIFEST).exists():
+        raise _missing(name, folder)
+    return _load_cached(str(folder.resolve()), manifest(name, root)["content_hash"])
+
+
+@lru_cache(maxsize=8)
+def _load_cached(folder: str, chash: str):
+    import datasets
+
+    return datasets.load_from_disk(folder)
+
+
+def verify(name: str, root: Path | None = None) -> bool:
+    """True when the files on disk still hash to the manifest's content hash."""
+    folder = Path(root or data_root()) / name
+    return content_hash(folder) == manifest(name, root)["content_hash"]

@@ -1,0 +1,80 @@
+"""``harness validate``: every check a task.yaml must pass before it enters the DAG.
+
+Problems are collected, never raised one at a time, so a user sees them all at once:
+schema errors, a plugin that does not import, claims naming variants or benchmarks that
+do not run, a DAG that cannot be planned (a required run missing at a scale), and a
+dataset that dvc.yaml does not build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from harness.config import ConfigError, load_task_config, parse_variant
+
+
+def _claim_problems(cfg) -> list[str]:
+    out = []
+    for c in cfg.claims:
+        if c.function:
+            continue
+        for scale in cfg.scales:
+            names = {v.variant for v in cfg.variants(scale)} | {parse_variant(v.variant)[0] for v in cfg.variants(scale)}
+            for side in (c.treatment, c.control):
+                if side not in names:
+                    out.append(f"{cfg.name}: claim {c.id!r}: {side!r} does not run at scale {scale!r}")
+            known = {b.name for b in cfg.benchmarks(scale)}
+            for b in c.benchmarks:
+                if b not in known and scale != "paper":
+                    out.append(f"{cfg.name}: claim {c.id!r}: benchmark {b!r} is not defined at scale {scale!r}")
+    return out
+
+
+def dvc_datasets(path: Path = Path("dvc.yaml")) -> set[str] | None:
+    if not path.exists():
+        return None
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    foreach = (stages.get("build") or {}).get("foreach") or {}
+    return set(foreach) if isinstance(foreach, (dict, list)) else set()
+
+
+def validate_paths(paths: list[str]) -> list[str]:
+    problems: list[str] = []
+    if paths:  # explicit task.yaml files (or folders holding one)
+        for p in map(Path, paths):
+            f = p / "task.yaml" if p.is_dir() else p
+            try:
+                problems += _claim_problems(load_task_config(f))
+            except ConfigError as e:
+                problems.append(str(e))
+        return problems
+
+    from harness import dag
+    from harness.plugins import discover
+
+    tasks, broken = discover()
+    problems += [f"{b.name}: broken plugin ({b.target}): {b.reason}" for b in broken]
+    in_dvc = dvc_datasets()
+    for name, task in sorted(tasks.items()):
+        cfg = task.config
+        problems += _claim_problems(cfg)
+        for fn in (c.function for c in cfg.claims if c.function):
+            if not callable(getattr(task, fn, None)):
+                problems.append(f"{name}: claim function {fn!r} is not a method of {type(task).__name__}")
+        provided = set(task.datasets())
+        for d in cfg.datasets:
+            if d not in provided:
+                from harness.data import builders
+
+                if d not in builders():
+                    problems.append(f"{name}: dataset {d!r} has no builder (return it from Task.datasets())")
+            if in_dvc is not None and d not in in_dvc:
+                problems.append(f"{name}: dataset {d!r} has no stage in dvc.yaml (add it under stages.build.foreach)")
+        for scale in cfg.scales:
+            try:
+                dag.plan(scale, [name])
+            except ConfigError as e:
+                problems.append(f"{name}: scale {scale}: {e}")
+    return problems

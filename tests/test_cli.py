@@ -1,0 +1,74 @@
+"""harness.cli: commands, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from harness.cli import main
+
+
+def test_tasks_json_lists_methods_benchmarks_claims(capsys):
+    main(["tasks", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    toy = next(t for t in out if t["name"] == "toy")
+    assert toy["benchmarks"]["tiny"] == ["toy-a"]
+    assert "sgd[lr=0.5]" in toy["variants"]["tiny"]
+    assert [c["id"] for c in toy["claims"]] == ["best_beats_fixed", "above_chance"]
+
+
+def test_run_prints_a_summary_and_bad_input_exits_2(workdir, capsys):
+    assert main(["run", "toy", "--method", "sgd[lr=0.1]", "--benchmark", "toy-a", "--seed", "0",
+                 "--scale", "tiny", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok ") and "test_accuracy=" in out
+    assert main(["run", "toy", "--method", "nope", "--benchmark", "toy-a", "--scale", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: task 'toy' has no method 'nope'") and err.count("\n") == 1
+
+
+def test_failing_run_exits_1_with_failure_record_path(workdir, capsys):
+    assert main(["run", "toy", "--method", "crash", "--benchmark", "toy-a", "--scale", "tiny",
+                 "--set", "always=true"]) == 1
+    assert "toy crash as asked" in capsys.readouterr().err
+
+
+def test_validate_reports_bad_yaml(tmp_path, capsys):
+    (tmp_path / "task.yaml").write_text("name: x\n")
+    assert main(["validate", str(tmp_path)]) == 1
+    assert "invalid task.yaml" in capsys.readouterr().err
+
+
+def test_registry_claims_report_and_reproduce_roundtrip(workdir, capsys):
+    for lr in ("0.1", "0.5"):
+        for seed in ("0", "1", "2"):
+            assert main(["run", "toy", "--method", f"sgd[lr={lr}]", "--benchmark", "toy-a",
+                         "--seed", seed, "--scale", "tiny"]) == 0
+    for seed in ("0", "1", "2"):
+        assert main(["run", "toy", "--method", "sgd_best", "--benchmark", "toy-a", "--seed", seed,
+                     "--scale", "tiny"]) == 0
+    capsys.readouterr()
+    assert main(["registry", "ingest"]) == 0
+    assert "ingested 9 new" in capsys.readouterr().out
+    assert main(["registry", "ingest"]) == 0
+    assert "ingested 0 new, 9 already present" in capsys.readouterr().out
+    assert main(["registry", "ls", "--task", "toy"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("toy-a") == 9 and "test_accuracy" in listing
+    assert main(["claims", "--scale", "tiny", "--task", "toy"]) == 0
+    claims = json.loads((workdir / "results" / "claims-tiny.json").read_text())
+    assert {c["id"] for c in claims} == {"best_beats_fixed", "above_chance"}
+    assert all(c["verdict"] in ("reproduced", "refuted", "inconclusive") for c in claims)
+    assert main(["report", "--scale", "tiny"]) == 0
+    assert (workdir / "reports" / "index.html").exists()
+    rec = json.loads(next((workdir / "results" / "runs").rglob("seed1.json")).read_text())
+    capsys.readouterr()
+    assert main(["reproduce", rec["run_id"]]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["identical"] and rep["same_run_id"]
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "new-task" in out.stdout

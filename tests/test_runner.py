@@ -1,0 +1,141 @@
+"""harness.runner: records, determinism, resume, failures, divergence, selection, requires."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError
+from harness.record import failure_path, read_record, run_path
+from harness.runner import RequiredRunMissing, SimulatedInterrupt, run_one
+
+
+def _metrics(rec):
+    return {m["name"]: m["value"] for m in rec["metrics"]}
+
+
+def test_run_writes_complete_record(workdir):
+    rec = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+    path = run_path(Path("results"), "tiny", "toy", "toy-a", "sgd[lr=0.1]", 0)
+    assert path == Path("results/runs/tiny/toy/toy-a/sgd__lr=0.1/seed0.json")
+    on_disk = read_record(path)
+    assert on_disk == json.loads(json.dumps(rec))
+    assert rec["status"] == "ok" and rec["scale"] == "tiny" and rec["seed"] == 0
+    assert set(_metrics(rec)) == {"val_accuracy", "test_accuracy", "weight_norm"}
+    assert [p["step"] for p in rec["curves"]["train"]] == [0, 1, 2]
+    art = rec["artifacts"][0]
+    assert art["name"] == "model" and len(art["sha256"]) == 64 and Path("results", art["path"]).exists()
+    assert rec["config"] == {"lr": 0.1, "epochs": 3}
+    assert rec["data_hashes"]["toy_blobs"] and rec["code_hash"]
+    assert {"git_commit", "git_dirty", "python", "torch", "hostname", "cpu", "executor"} <= set(rec["provenance"])
+    assert rec["timings"]["wall_s"] > 0 and rec["memory"]["peak_rss_mb"] > 0
+    assert not Path("results/artifacts/tiny/toy/toy-a/sgd__lr=0.1/seed0/_checkpoint.pt").exists()
+
+
+def test_same_seed_same_metrics_bit_for_bit(workdir):
+    a = run_one("toy", "sgd[lr=0.5]", "toy-a", 1, "tiny", results_dir="r1")
+    b = run_one("toy", "sgd[lr=0.5]", "toy-a", 1, "tiny", results_dir="r2")
+    c = run_one("toy", "sgd[lr=0.5]", "toy-a", 2, "tiny", results_dir="r2")
+    assert a["run_id"] == b["run_id"] != c["run_id"]
+    assert _metrics(a) == _metrics(b)
+    assert a["curves"] == b["curves"]
+    assert a["curves"] != c["curves"]
+
+
+def test_cached_run_is_not_recomputed(workdir):
+    a = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+    b = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+    assert a["timings"]["started_at"] == b["timings"]["started_at"]
+    c = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny", force=True)
+    assert c["timings"]["started_at"] != a["timings"]["started_at"]
+
+
+def test_interrupted_run_resumes_to_the_same_result(workdir, monkeypatch):
+    clean = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny", results_dir="clean")
+    monkeypatch.setenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT", "2")
+    with pytest.raises(SimulatedInterrupt):
+        run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny")
+    fail = failure_path(Path("results"), "tiny", "toy", "toy-a", "sgd[lr=0.5]", 0)
+    assert read_record(fail)["status"] == "failed"
+    assert not run_path(Path("results"), "tiny", "toy", "toy-a", "sgd[lr=0.5]", 0).exists()
+    monkeypatch.delenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT")
+    resumed = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny")
+    assert resumed["timings"]["resumed_from_step"] == 1  # epochs 0 and 1 were checkpointed
+    assert _metrics(resumed) == _metrics(clean)
+    assert resumed["curves"] == clean["curves"]
+    assert not fail.exists()
+
+
+def test_exception_becomes_failure_record_and_is_not_cached(workdir):
+    with pytest.raises(RuntimeError, match="toy crash"):
+        run_one("toy", "crash", "toy-a", 0, "tiny", overrides={"always": True})
+    fail = failure_path(Path("results"), "tiny", "toy", "toy-a", "crash[always=true]", 0)
+    rec = read_record(fail)
+    assert rec["status"] == "failed"
+    assert rec["error"]["type"] == "RuntimeError" and "toy crash as asked" in rec["error"]["message"]
+    assert "Traceback" in rec["error"]["traceback"]
+    assert not run_path(Path("results"), "tiny", "toy", "toy-a", "crash[always=true]", 0).exists()
+
+
+def test_nan_is_a_diverged_cached_result(workdir):
+    rec = run_one("toy", "explode", "toy-a", 0, "tiny")
+    assert rec["status"] == "diverged"
+    m = {x["name"]: x for x in rec["metrics"]}
+    assert m["weight_norm"]["value"] is None and m["weight_norm"]["nonfinite"] == "nan"
+    again = run_one("toy", "explode", "toy-a", 0, "tiny")
+    assert again["timings"]["started_at"] == rec["timings"]["started_at"]
+
+
+def test_best_of_sweep_selects_on_validation(workdir):
+    trials = {lr: run_one("toy", f"sgd[lr={lr}]", "toy-a", 0, "tiny") for lr in (0.1, 0.5)}
+    best = run_one("toy", "sgd_best", "toy-a", 0, "tiny")
+    vals = {lr: _metrics(r)["val_accuracy"] for lr, r in trials.items()}
+    winner = max(vals, key=lambda lr: (vals[lr], -lr))  # ties go to the first grid point
+    assert best["info"]["selected"] == f"sgd[lr={winner}]"
+    assert _metrics(best) == _metrics(trials[winner])
+    assert {r["variant"] for r in best["requires"]} == {"sgd[lr=0.1]", "sgd[lr=0.5]"}
+
+
+def test_required_runs_must_exist_and_feed_artifacts(workdir):
+    with pytest.raises(RequiredRunMissing, match="run it first"):
+        run_one("toy", "pair", "toy-a", 0, "tiny")
+    for s in (0, 1000):
+        run_one("toy", "sgd[lr=0.1]", "toy-a", s, "tiny")
+    rec = run_one("toy", "pair", "toy-a", 0, "tiny")
+    assert rec["status"] == "ok" and rec["info"]["members"] == 2
+    assert [r["seed"] for r in rec["requires"]] == [0, 1000]
+
+
+def test_bit_identical_upstream_rerun_keeps_downstream_cached(workdir):
+    for s in (0, 1000):
+        run_one("toy", "sgd[lr=0.1]", "toy-a", s, "tiny")
+    a = run_one("toy", "pair", "toy-a", 0, "tiny")
+    run_one("toy", "sgd[lr=0.1]", "toy-a", 1000, "tiny", force=True, threads=1)
+    b = run_one("toy", "pair", "toy-a", 0, "tiny")
+    # The member rerun is bit-identical, so its run_id (and ours) stays: cached.
+    assert a["run_id"] == b["run_id"]
+
+
+def test_superseded_record_moves_to_history(workdir, monkeypatch):
+    old = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+    monkeypatch.setattr("harness.provenance.code_hash", lambda folder: "0123456789abcdef")
+    new = run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+    assert new["run_id"] != old["run_id"]
+    assert read_record(Path("results/history") / f"{old['run_id']}.json")["run_id"] == old["run_id"]
+
+
+def test_unknown_names_give_one_clear_error(workdir):
+    with pytest.raises(ConfigError, match="no method 'nope'.*harness tasks"):
+        run_one("toy", "nope", "toy-a", 0, "tiny")
+    with pytest.raises(ConfigError, match="no benchmark 'toy-z'"):
+        run_one("toy", "sgd", "toy-z", 0, "tiny")
+    with pytest.raises(ConfigError, match="unknown task 'nosuch'"):
+        run_one("nosuch", "sgd", "toy-a", 0, "tiny")
+
+
+def test_missing_dataset_names_the_build_command(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="harness data build toy_blobs"):
+        run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
