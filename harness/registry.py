@@ -1,0 +1,708 @@
+"""The registry: an SQL index over run records (SQLAlchemy Core 2.x).
+
+Run records (JSON files, see :mod:`harness.record`) are the source of truth; the
+registry indexes them so that queries over thousands of runs, across commits, are one
+call returning a pandas DataFrame. It can always be rebuilt from the files with
+:meth:`Registry.ingest_dir`.
+
+Where it lives (first that is set wins)::
+
+    Registry(url=...)  >  $HARNESS_REGISTRY_URL  >  sqlite:///<results_dir>/registry.sqlite
+
+SQLite runs in WAL mode with a 30 s busy timeout on every connection, so many
+Snakemake jobs can ingest at once while a report reads. For a team, point the URL
+at PostgreSQL (``postgresql+psycopg://user@host/db``).
+
+Tables (``schema_version`` 1, kept in ``meta``):
+
+``runs``      one row per finished run (status ok or diverged), keyed by ``run_id``;
+              the whole record is kept in ``record_json``.
+``metrics``   one row per (run_id, metric name); ``value`` NULL when non-finite, with
+              ``nonfinite`` = "nan" | "inf" | "-inf".
+``failures``  one row per distinct failure record, keyed by ``failure_id`` (the first
+              16 hex digits of the sha256 of the record's canonical JSON), since a
+              failing run is retried under the same run_id and may fail again.
+
+Ingest is idempotent and safe under concurrent writers: each record is inserted in its
+own transaction with ``INSERT ... ON CONFLICT DO NOTHING`` (the dialect's own insert),
+so a record already present is left as it was (the first ingested copy of a run_id
+wins; run records are immutable, so copies are equal).
+
+"Current" runs: a run key is (task, scale, benchmark, variant, seed). Reruns at a new
+commit get a new run_id (the code hash is part of it); all of them stay in ``runs``,
+and queries with ``current_only=True`` show, per key, the one with the latest
+``finished_at`` (ties: latest ``ingested_at``, then ``run_id``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from harness.config import ConfigError, canonical_json
+from harness.record import SCHEMA_VERSION as RECORD_SCHEMA_VERSION
+from harness.record import read_record
+
+#: Version of the registry's table layout (stored in ``meta``).
+REGISTRY_SCHEMA_VERSION = 1
+ENV_URL = "HARNESS_REGISTRY_URL"
+RUN_KEY = ["task", "scale", "benchmark", "variant", "seed"]
+SQLITE_BUSY_TIMEOUT_S = 30
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+runs_table = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("task", sa.String(128), nullable=False, index=True),
+    sa.Column("task_version", sa.String(64)),
+    sa.Column("method", sa.String(128)),
+    sa.Column("variant", sa.Text, nullable=False),
+    sa.Column("benchmark", sa.String(256), nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("scale", sa.String(32), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.String(64)),
+    sa.Column("finished_at", sa.String(64)),
+    sa.Column("wall_s", sa.Float),
+    sa.Column("cpu_s", sa.Float),
+    sa.Column("peak_rss_mb", sa.Float),
+    sa.Column("peak_gpu_mb", sa.Float),
+    sa.Column("device", sa.String(64)),
+    sa.Column("git_commit", sa.String(64), index=True),
+    sa.Column("git_dirty", sa.Boolean),
+    sa.Column("hostname", sa.String(256)),
+    sa.Column("executor", sa.String(128)),
+    sa.Column("code_hash", sa.String(128)),
+    sa.Column("data_hash", sa.Text),
+    sa.Column("config_json", sa.Text),
+    sa.Column("info_json", sa.Text),
+    sa.Column("record_path", sa.Text),
+    sa.Column("record_json", sa.Text, nullable=False),
+    sa.Column("ingested_at", sa.String(64), nullable=False),
+)
+
+metrics_table = sa.Table(
+    "metrics", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("value", sa.Float),
+    sa.Column("nonfinite", sa.String(8)),
+    sa.Column("higher_is_better", sa.Boolean, nullable=False),
+)
+
+failures_table = sa.Table(
+    "failures", metadata,
+    sa.Column("failure_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), index=True),
+    sa.Column("task", sa.String(128), index=True),
+    sa.Column("variant", sa.Text),
+    sa.Column("method", sa.String(128)),
+    sa.Column("benchmark", sa.String(256)),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("scale", sa.String(32)),
+    sa.Column("error_type", sa.String(256)),
+    sa.Column("message", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("started_at", sa.String(64)),
+    sa.Column("finished_at", sa.String(64)),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("record_path", sa.Text),
+    sa.Column("ingested_at", sa.String(64), nullable=False),
+)
+
+# Column order and dtypes of the frames (also for empty results).
+_RUN_SCALARS = [c.name for c in runs_table.columns if c.name not in ("config_json", "info_json", "record_json")]
+_FLOAT_COLS = {"wall_s", "cpu_s", "peak_rss_mb", "peak_gpu_mb", "value"}
+RUNS_COLUMNS = _RUN_SCALARS + ["config", "info"]
+METRICS_COLUMNS = ["run_id", "task", "method", "variant", "benchmark", "seed", "scale", "status",
+                   "name", "value", "nonfinite", "higher_is_better", "git_commit", "finished_at"]
+FAILURES_COLUMNS = [c.name for c in failures_table.columns]
+
+
+class IngestSummary(NamedTuple):
+    """What :meth:`Registry.ingest_dir` did."""
+
+    n_new: int
+    """Records added."""
+    n_existing: int
+    """Records already present (left untouched)."""
+    errors: list[str]
+    """One message per file that could not be ingested (corrupt JSON, wrong schema...),
+    each naming the file; the other files were ingested regardless."""
+
+
+class IngestError(ConfigError):
+    """Some record files could not be ingested; the others were. Carries the counts."""
+
+    def __init__(self, errors: list[str], n_new: int, n_existing: int):
+        self.errors = list(errors)
+        self.n_new = n_new
+        self.n_existing = n_existing
+        super().__init__(
+            f"{len(errors)} run record(s) could not be ingested ({n_new} new, {n_existing} already "
+            "present were):\n" + "\n".join(f"  {e}" for e in errors)
+        )
+
+
+def _dtype(col: str) -> Any:
+    if col in _FLOAT_COLS:
+        return "float64"
+    if col == "seed":
+        return "int64"
+    if col == "higher_is_better":
+        return "bool"
+    if col == "git_dirty":
+        return "boolean"
+    return object
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]):
+    """A DataFrame with fixed columns and dtypes, whether or not it has rows."""
+    import pandas as pd
+
+    data = {}
+    for c in columns:
+        values = [r.get(c) for r in rows]
+        dt = _dtype(c)
+        if dt == "float64":
+            data[c] = pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+        elif dt == "int64":
+            data[c] = pd.Series([int(v) for v in values], dtype="int64")
+        elif dt == "bool":
+            data[c] = pd.Series([bool(v) for v in values], dtype="bool")
+        elif dt == "boolean":
+            data[c] = pd.Series([None if v is None else bool(v) for v in values], dtype="boolean")
+        else:
+            s = pd.Series(values, dtype=object)
+            data[c] = s
+    return pd.DataFrame(data, columns=columns)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _dig(d: Mapping[str, Any] | None, *paths: str) -> Any:
+    """The first non-None value among dotted ``paths`` of a nested mapping."""
+    for path in paths:
+        cur: Any = d
+        for part in path.split("."):
+            if not isinstance(cur, Mapping) or part not in cur:
+                cur = None
+                break
+            cur = cur[part]
+        if cur is not None:
+            return cur
+    return None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _time_key(s: Any) -> float:
+    """Seconds since the epoch of an ISO timestamp; -inf when missing or unparsable."""
+    if not s:
+        return -math.inf
+    try:
+        t = _dt.datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+    except ValueError:
+        return -math.inf
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+_REQUIRED = ("run_id", "task", "variant", "benchmark", "seed", "scale", "status")
+
+
+def _check_record(rec: Any, where: str) -> None:
+    if not isinstance(rec, Mapping):
+        raise ConfigError(f"{where}: a run record must be a JSON object")
+    if rec.get("schema_version") != RECORD_SCHEMA_VERSION:
+        raise ConfigError(f"{where}: not a schema_version {RECORD_SCHEMA_VERSION} run record")
+    missing = [k for k in _REQUIRED if rec.get(k) is None]
+    if missing:
+        raise ConfigError(f"{where}: run record lacks {', '.join(missing)}. Delete it and rerun that run.")
+    if rec["status"] not in ("ok", "diverged", "failed"):
+        raise ConfigError(f"{where}: unknown status {rec['status']!r} (ok, diverged or failed)")
+
+
+def _provenance_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
+    prov = rec.get("provenance") or {}
+    executor = _dig(prov, "executor.name", "executor.kind", "executor")
+    dirty = _dig(prov, "git_dirty", "git.dirty", "dirty")
+    return {
+        "git_commit": _dig(prov, "git_commit", "git.commit", "commit"),
+        "git_dirty": None if dirty is None else bool(dirty),
+        "hostname": _dig(prov, "hostname", "host.hostname", "host"),
+        "executor": executor if isinstance(executor, str) else (None if executor is None else str(executor)),
+    }
+
+
+def failure_id(rec: Mapping[str, Any]) -> str:
+    """Content id of a failure record: sha256 of its canonical JSON, first 16 hex digits."""
+    return hashlib.sha256(canonical_json(rec).encode()).hexdigest()[:16]
+
+
+class Registry:
+    """The run index. Cheap to create; tables are made on first use.
+
+    ``Registry(url=None, results_dir="results")``: see the module docstring for the URL
+    precedence. Use as a context manager (or call :meth:`close`) to release connections.
+    """
+
+    def __init__(self, url: str | None = None, results_dir: str | Path = "results"):
+        self.results_dir = Path(results_dir)
+        self.url = url or os.environ.get(ENV_URL) or f"sqlite:///{self.results_dir / 'registry.sqlite'}"
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"registry URL {parsed.render_as_string(hide_password=True)!r}: only sqlite:/// and "
+                "postgresql+psycopg:// are supported"
+            )
+        kwargs: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+        self._ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Registry({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def _ensure(self) -> None:
+        """Create tables and the meta row, once; safe when several processes race."""
+        if self._ready:
+            return
+        last: Exception | None = None
+        for attempt in range(8):
+            try:
+                with self.engine.begin() as conn:
+                    if self.dialect == "postgresql":
+                        # Serialise concurrent CREATE TABLEs across processes.
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7236143061)"))
+                    metadata.create_all(conn, checkfirst=True)
+                    conn.execute(self._insert(meta_table).values(
+                        key="schema_version", value=str(REGISTRY_SCHEMA_VERSION)).on_conflict_do_nothing())
+                    found = conn.execute(sa.select(meta_table.c.value).where(
+                        meta_table.c.key == "schema_version")).scalar_one()
+                if int(found) != REGISTRY_SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self!r} has registry schema_version {found}, this harness reads "
+                        f"{REGISTRY_SCHEMA_VERSION}: delete the registry and rebuild it with "
+                        "`harness registry ingest` (run records are the source of truth)"
+                    )
+                self._ready = True
+                return
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
+                # Another process created a table between our check and our CREATE.
+                last = e
+                time.sleep(0.05 * (attempt + 1))
+        raise ConfigError(f"{self!r}: cannot create the registry tables: {last}") from last
+
+    def _insert(self, table: sa.Table):
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
+
+    # -- ingest ---------------------------------------------------------------------------
+    def ingest_record(self, rec: Mapping[str, Any], path: str | Path | None = None) -> bool:
+        """Index one record; True when it was new, False when already present.
+
+        Finished runs (ok, diverged) go to ``runs`` + ``metrics``; failed ones to
+        ``failures``. Raises ConfigError (naming ``path``) for a malformed record.
+        """
+        where = str(path) if path is not None else f"record {rec.get('run_id', '?') if isinstance(rec, Mapping) else '?'}"
+        _check_record(rec, where)
+        try:
+            rows = self._rows(rec, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{where}: malformed run record ({type(e).__name__}: {e}). "
+                              "Delete it and rerun that run.") from None
+        self._ensure()
+        if rec["status"] == "failed":
+            with self.engine.begin() as conn:
+                stmt = self._insert(failures_table).values(**rows[0]).on_conflict_do_nothing()
+                return conn.execute(stmt.returning(failures_table.c.failure_id)).first() is not None
+        row, metric_rows = rows
+        with self.engine.begin() as conn:
+            # RETURNING yields the row only when it was inserted (rowcount is -1 under
+            # psycopg 3, so it cannot tell new from existing portably).
+            stmt = self._insert(runs_table).values(**row).on_conflict_do_nothing()
+            if conn.execute(stmt.returning(runs_table.c.run_id)).first() is None:
+                return False
+            if metric_rows:
+                conn.execute(self._insert(metrics_table).on_conflict_do_nothing(), metric_rows)
+            return True
+
+    @staticmethod
+    def _rows(rec: Mapping[str, Any], path: str | Path | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The table rows of one record: (failure row, []) or (runs row, metric rows)."""
+        now = _now()
+        timings = rec.get("timings") or {}
+        prov = _provenance_fields(rec)
+        path_s = None if path is None else str(path)
+        if rec["status"] == "failed":
+            err = rec.get("error") or {}
+            row = {
+                "failure_id": failure_id(rec),
+                "run_id": str(rec["run_id"]),
+                "task": rec["task"], "variant": rec["variant"], "method": rec.get("method"),
+                "benchmark": rec["benchmark"], "seed": int(rec["seed"]), "scale": rec["scale"],
+                "error_type": err.get("type"), "message": err.get("message"), "traceback": err.get("traceback"),
+                "started_at": timings.get("started_at"), "finished_at": timings.get("finished_at"),
+                "git_commit": prov["git_commit"], "record_path": path_s, "ingested_at": now,
+            }
+            return row, []
+        memory = rec.get("memory") or {}
+        row = {
+            "run_id": str(rec["run_id"]),
+            "task": rec["task"], "task_version": None if rec.get("task_version") is None else str(rec["task_version"]),
+            "method": rec.get("method"), "variant": rec["variant"], "benchmark": rec["benchmark"],
+            "seed": int(rec["seed"]), "scale": rec["scale"], "status": rec["status"],
+            "started_at": timings.get("started_at"), "finished_at": timings.get("finished_at"),
+            "wall_s": _float(timings.get("wall_s")), "cpu_s": _float(timings.get("cpu_s")),
+            "peak_rss_mb": _float(memory.get("peak_rss_mb")), "peak_gpu_mb": _float(memory.get("peak_gpu_mb")),
+            "device": rec.get("device"), **prov,
+            "code_hash": rec.get("code_hash"),
+            "data_hash": canonical_json(rec.get("data_hashes") or {}),
+            "config_json": canonical_json(rec.get("config") or {}),
+            "info_json": canonical_json(rec.get("info") or {}),
+            "record_path": path_s,
+            "record_json": canonical_json(rec),
+            "ingested_at": now,
+        }
+        metric_rows = []
+        seen = set()
+        for m in rec.get("metrics") or []:
+            if m.get("name") in seen:
+                continue
+            seen.add(m.get("name"))
+            value = m.get("value")
+            nonfinite = m.get("nonfinite")
+            # (an un-encoded NaN/inf never gets here: canonical_json above rejects it)
+            if value is None and nonfinite is None:
+                nonfinite = "nan"
+            metric_rows.append({"run_id": row["run_id"], "name": str(m["name"]),
+                                "value": None if value is None else float(value), "nonfinite": nonfinite,
+                                "higher_is_better": bool(m.get("higher_is_better", True))})
+        return row, metric_rows
+
+    def _ingest_files(self, paths: Iterable[str | Path]) -> IngestSummary:
+        n_new = n_existing = 0
+        errors: list[str] = []
+        for p in paths:
+            try:
+                rec = read_record(Path(p))
+            except FileNotFoundError:
+                continue  # replaced or removed while we scanned: nothing to index
+            except ConfigError as e:
+                errors.append(str(e))
+                continue
+            try:
+                new = self.ingest_record(rec, p)
+            except ConfigError as e:
+                errors.append(str(e))
+                continue
+            if new:
+                n_new += 1
+            else:
+                n_existing += 1
+        return IngestSummary(n_new, n_existing, errors)
+
+    def ingest_paths(self, paths: Iterable[str | Path]) -> tuple[int, int]:
+        """Ingest record files; returns ``(n_new, n_existing)``.
+
+        Every readable file is ingested; if any could not be, an :class:`IngestError`
+        (a ConfigError naming each bad file, with the counts attached) is raised at the end.
+        """
+        s = self._ingest_files(paths)
+        if s.errors:
+            raise IngestError(s.errors, s.n_new, s.n_existing)
+        return s.n_new, s.n_existing
+
+    def ingest_dir(self, results_dir: str | Path | None = None) -> IngestSummary:
+        """Ingest every record under ``results_dir`` (default: this registry's).
+
+        Scans ``runs/**/*.json``, ``history/**/*.json`` (records superseded by a rerun)
+        and ``failures/**/*.json``, skipping hidden files (a writer's temporary file).
+        Returns ``IngestSummary(n_new, n_existing, errors)``: a corrupt file does not
+        stop the others; its message (naming the file) is in ``errors`` and the caller
+        decides how loudly to report it.
+        """
+        root = Path(results_dir) if results_dir is not None else self.results_dir
+        files: list[Path] = []
+        for sub in ("runs", "history", "failures"):
+            base = root / sub
+            if base.is_dir():
+                files.extend(sorted(p for p in base.rglob("*.json")
+                                    if p.is_file() and not p.name.startswith(".")))
+        return self._ingest_files(files)
+
+    # -- queries --------------------------------------------------------------------------
+    def _select_runs(self, task: str | None, scale: str | None, extra=None) -> list[dict[str, Any]]:
+        self._ensure()
+        cols = [runs_table.c[c] for c in _RUN_SCALARS] + [runs_table.c.config_json, runs_table.c.info_json]
+        q = sa.select(*cols)
+        if task is not None:
+            q = q.where(runs_table.c.task == task)
+        if scale is not None:
+            q = q.where(runs_table.c.scale == scale)
+        if extra is not None:
+            q = q.where(extra)
+        q = q.order_by(runs_table.c.run_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    @staticmethod
+    def _latest_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        best: dict[tuple, dict[str, Any]] = {}
+        for r in rows:
+            k = tuple(r[c] for c in RUN_KEY)
+            rank = (_time_key(r.get("finished_at")), _time_key(r.get("ingested_at")), r["run_id"])
+            if k not in best or rank > best[k][0]:
+                best[k] = (rank, r)
+        return sorted((v[1] for v in best.values()), key=lambda r: r["run_id"])
+
+    def _runs_rows(self, task, scale, status, current_only, extra=None) -> list[dict[str, Any]]:
+        rows = self._select_runs(task, scale, extra)
+        if current_only:
+            rows = self._latest_per_key(rows)  # before the status filter: a newer diverged
+        if status is not None:                 # rerun hides an older ok one
+            wanted = {status} if isinstance(status, str) else set(status)
+            rows = [r for r in rows if r["status"] in wanted]
+        return rows
+
+    def runs(self, task: str | None = None, scale: str | None = None, status: str | Iterable[str] | None = None,
+             current_only: bool = True):
+        """One row per run: the scalar columns of ``runs`` plus ``config`` and ``info`` (dicts).
+
+        ``current_only`` keeps, per (task, scale, benchmark, variant, seed), the run that
+        finished last; older ones (other commits) stay queryable with ``current_only=False``.
+        ``status`` filters after that choice. Sorted by task, scale, benchmark, variant, seed.
+        """
+        rows = self._runs_rows(task, scale, status, current_only)
+        for r in rows:
+            r["config"] = json.loads(r.pop("config_json") or "{}")
+            r["info"] = json.loads(r.pop("info_json") or "{}")
+        df = _frame(rows, RUNS_COLUMNS)
+        return df.sort_values(RUN_KEY + ["finished_at"], kind="stable", ignore_index=True) if len(df) else df
+
+    def _metrics_for(self, rows: list[dict[str, Any]]):
+        by_id = {r["run_id"]: r for r in rows}
+        out = []
+        ids = list(by_id)
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(metrics_table).where(metrics_table.c.run_id.in_(ids[i:i + 500]))
+                for m in conn.execute(q):
+                    r = by_id[m.run_id]
+                    out.append({**{c: r[c] for c in METRICS_COLUMNS if c in r},
+                                "name": m.name, "value": m.value, "nonfinite": m.nonfinite,
+                                "higher_is_better": m.higher_is_better})
+        df = _frame(out, METRICS_COLUMNS)
+        if len(df):
+            df = df.sort_values(["task", "scale", "benchmark", "variant", "seed", "name"],
+                                kind="stable", ignore_index=True)
+        return df
+
+    def metrics(self, task: str | None = None, scale: str | None = None, current_only: bool = True):
+        """Long frame, one row per (run, metric).
+
+        Columns: run_id, task, method, variant, benchmark, seed, scale, status, name,
+        value (NaN when non-finite), nonfinite ("nan"/"inf"/"-inf" or None),
+        higher_is_better, git_commit, finished_at. Runs of every status but ``failed``.
+        """
+        return self._metrics_for(self._runs_rows(task, scale, None, current_only))
+
+    def by_commit(self, commit_prefix: str, task: str | None = None, scale: str | None = None):
+        """The metrics frame (as :meth:`metrics`) of the runs recorded at one commit.
+
+        ``commit_prefix`` is a full SHA or a unique prefix of one (resolve refs such as
+        ``HEAD~5`` with git first). Within the commit, the latest run per key is kept.
+        Raises ConfigError when the prefix matches several commits.
+        """
+        prefix = str(commit_prefix).strip().lower()
+        if not prefix:
+            raise ConfigError("by_commit needs a commit SHA or prefix")
+        cond = runs_table.c.git_commit.like(prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
+                                            escape="\\")
+        rows = self._select_runs(task, scale, cond)
+        commits = sorted({r["git_commit"] for r in rows})
+        if len(commits) > 1:
+            raise ConfigError(f"commit prefix {commit_prefix!r} is ambiguous: matches {', '.join(commits)}")
+        return self._metrics_for(self._latest_per_key(rows))
+
+    def failures(self, task: str | None = None, scale: str | None = None, unresolved_only: bool = True):
+        """Failure records (columns of ``failures``), newest first.
+
+        ``unresolved_only`` hides a failure when an ok or diverged run of the same
+        (task, scale, benchmark, variant, seed) finished after it (the retry worked).
+        """
+        self._ensure()
+        q = sa.select(failures_table)
+        if task is not None:
+            q = q.where(failures_table.c.task == task)
+        if scale is not None:
+            q = q.where(failures_table.c.scale == scale)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        if unresolved_only and rows:
+            latest_ok: dict[tuple, float] = {}
+            for r in self._select_runs(task, scale):
+                k = tuple(r[c] for c in RUN_KEY)
+                latest_ok[k] = max(latest_ok.get(k, -math.inf), _time_key(r.get("finished_at")))
+            def resolved(f: dict[str, Any]) -> bool:
+                k = tuple(f[c] for c in RUN_KEY)
+                when = _time_key(f.get("finished_at") or f.get("started_at"))
+                return k in latest_ok and latest_ok[k] > when
+            rows = [f for f in rows if not resolved(f)]
+        rows.sort(key=lambda f: (_time_key(f.get("finished_at") or f.get("started_at")), f["failure_id"]),
+                  reverse=True)
+        return _frame(rows, FAILURES_COLUMNS)
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        """The full record of a run (a failed run's latest failure record if it never finished).
+
+        ``run_id`` may be a unique prefix. Raises KeyError when nothing (or more than one
+        run) matches.
+        """
+        self._ensure()
+        rid = str(run_id).strip()
+        with self.engine.connect() as conn:
+            got = conn.execute(sa.select(runs_table.c.run_id, runs_table.c.record_json)
+                               .where(runs_table.c.run_id == rid)).first()
+            if got is None and rid:
+                like = rid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                many = conn.execute(sa.select(runs_table.c.run_id, runs_table.c.record_json)
+                                    .where(runs_table.c.run_id.like(like, escape="\\")).limit(2)).all()
+                if len(many) > 1:
+                    raise KeyError(f"run_id prefix {rid!r} is ambiguous in {self!r}; give more characters")
+                got = many[0] if many else None
+            if got is not None:
+                return json.loads(got.record_json)
+            fails = conn.execute(sa.select(failures_table.c.record_path, failures_table.c.finished_at)
+                                 .where(failures_table.c.run_id == rid)).all()
+        for f in sorted(fails, key=lambda f: _time_key(f.finished_at), reverse=True):
+            if f.record_path and Path(f.record_path).is_file():
+                return read_record(Path(f.record_path))
+        raise KeyError(
+            f"no run {rid!r} in {self!r}. List runs with `harness registry ls`; if its record "
+            "file exists, index it with `harness registry ingest`."
+        )
+
+    def curves(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{run_id: curves}`` from the stored records (``{}`` for a run without curves).
+
+        Raises KeyError naming the run_ids that are not in the registry.
+        """
+        self._ensure()
+        ids = list(dict.fromkeys(str(r) for r in run_ids))
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(runs_table.c.run_id, runs_table.c.record_json).where(
+                    runs_table.c.run_id.in_(ids[i:i + 500]))
+                for r in conn.execute(q):
+                    out[r.run_id] = json.loads(r.record_json).get("curves") or {}
+        missing = [r for r in ids if r not in out]
+        if missing:
+            raise KeyError(f"runs not in {self!r}: {', '.join(missing)}")
+        return {r: out[r] for r in ids}
+
+    def export(self, path: str | Path, fmt: str | None = None, table: str = "runs",
+               task: str | None = None, scale: str | None = None, current_only: bool = True) -> Path:
+        """Write a table to ``path`` as csv, json (records) or parquet; returns the path.
+
+        ``fmt`` defaults to the file suffix. ``table``: ``runs`` (with one ``metric.<name>``
+        column per metric; config/info as JSON text), ``metrics`` (the long frame) or
+        ``failures`` (unresolved and resolved).
+        """
+        path = Path(path)
+        fmt = (fmt or path.suffix.lstrip(".")).lower()
+        if fmt not in ("csv", "json", "parquet"):
+            raise ConfigError(f"export format {fmt!r}: use csv, json or parquet")
+        if table == "runs":
+            df = self.runs(task, scale, current_only=current_only)
+            long = self.metrics(task, scale, current_only=current_only)
+            if len(long):
+                wide = long.pivot(index="run_id", columns="name", values="value")
+                wide.columns = [f"metric.{c}" for c in wide.columns]
+                df = df.merge(wide, left_on="run_id", right_index=True, how="left")
+            for c in ("config", "info"):
+                df[c] = df[c].map(canonical_json).astype(object)
+        elif table == "metrics":
+            df = self.metrics(task, scale, current_only=current_only)
+        elif table == "failures":
+            df = self.failures(task, scale, unresolved_only=False)
+        else:
+            raise ConfigError(f"export table {table!r}: use runs, metrics or failures")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        elif fmt == "json":
+            df.to_json(path, orient="records", indent=1)
+        else:
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:  # pragma: no cover - pyarrow comes with `datasets`
+                raise ConfigError("parquet export needs pyarrow: pip install pyarrow") from None
+            df.to_parquet(path, index=False)
+        return path
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        for attempt in range(50):
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as e:  # noqa: BLE001 - sqlite3.OperationalError: database is locked
+                if "locked" not in str(e) or attempt == 49:
+                    raise
+                time.sleep(0.1)
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()

@@ -1,0 +1,273 @@
+"""harness.registry: idempotent, concurrent ingest; current runs; failures; queries."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from factories import make_record, write_record
+from harness.config import ConfigError
+from harness.registry import METRICS_COLUMNS, RUNS_COLUMNS, IngestError, Registry
+from services import require_service
+
+
+@pytest.fixture(autouse=True)
+def _no_env_url(monkeypatch):
+    monkeypatch.delenv("HARNESS_REGISTRY_URL", raising=False)
+
+
+def _grid(n_seeds=5, benchmarks=("b1", "b2"), variants=("base", "better"), **kw):
+    return [make_record(variant=v, benchmark=b, seed=s, metrics={"acc": 0.5 + 0.01 * s, "loss": 1.0 - 0.1 * s},
+                        higher_is_better={"loss": False}, **kw)
+            for v in variants for b in benchmarks for s in range(n_seeds)]
+
+
+def _count(reg: Registry, table: str) -> int:
+    with reg.engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+
+
+# -- location --------------------------------------------------------------------------------
+
+def test_url_precedence_and_sqlite_wal(tmp_path, monkeypatch):
+    reg = Registry(results_dir=tmp_path / "res")
+    assert reg.url == f"sqlite:///{tmp_path / 'res' / 'registry.sqlite'}"
+    reg.ingest_record(make_record())
+    with reg.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.execute(sa.text("SELECT value FROM meta WHERE key='schema_version'")).scalar() == "1"
+    reg.close()
+    monkeypatch.setenv("HARNESS_REGISTRY_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    assert Registry(results_dir=tmp_path / "res").url.endswith("env.sqlite")
+    assert Registry(f"sqlite:///{tmp_path / 'arg.sqlite'}", results_dir=tmp_path).url.endswith("arg.sqlite")
+    with pytest.raises(ConfigError, match="only sqlite"):
+        Registry("mysql://x/y")
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+def test_ingest_twice_no_duplicates(tmp_path):
+    recs = _grid(n_seeds=3)                         # 2 variants x 2 benchmarks x 3 seeds = 12 runs
+    for r in recs:
+        write_record(tmp_path, r)
+    write_record(tmp_path, make_record(variant="better", seed=9, status="failed"))
+    reg = Registry(results_dir=tmp_path)
+    assert reg.ingest_dir() == (13, 0, [])
+    assert reg.ingest_dir() == (0, 13, [])
+    assert reg.ingest_record(recs[0]) is False
+    assert (_count(reg, "runs"), _count(reg, "metrics"), _count(reg, "failures")) == (12, 24, 1)
+    # temp files of an atomic writer are not records
+    (tmp_path / "runs" / ".tmp-abc.json").write_text("{half")
+    assert reg.ingest_dir() == (0, 13, [])
+
+
+def _ingest_worker(url: str, results_dir: str, q) -> None:
+    reg = Registry(url)
+    summary = reg.ingest_dir(results_dir)
+    q.put((summary.n_new, summary.n_existing, summary.errors))
+    reg.close()
+
+
+def _concurrent_ingest(url: str, results_dir: Path, n_procs: int = 4) -> list[tuple]:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ingest_worker, args=(url, str(results_dir), q)) for _ in range(n_procs)]
+    for p in procs:
+        p.start()
+    out = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return out
+
+
+def test_concurrent_ingest_sqlite(tmp_path):
+    for r in _grid(n_seeds=5):                        # 20 records
+        write_record(tmp_path, r)
+    url = f"sqlite:///{tmp_path / 'fresh' / 'registry.sqlite'}"   # nobody created it yet
+    out = _concurrent_ingest(url, tmp_path)
+    assert all(errs == [] for _, _, errs in out)
+    assert sum(n for n, _, _ in out) == 20
+    assert all(new + old == 20 for new, old, _ in out)
+    reg = Registry(url)
+    assert (_count(reg, "runs"), _count(reg, "metrics")) == (20, 40)
+
+
+def test_corrupt_record_named_and_others_ingested(tmp_path):
+    for r in _grid(n_seeds=2):
+        write_record(tmp_path, r)
+    bad = tmp_path / "runs" / "small" / "toy" / "b1" / "base" / "seed7.json"
+    bad.write_text('{"schema_version": 1, "run_id": ')
+    wrong = tmp_path / "runs" / "small" / "toy" / "b1" / "base" / "seed8.json"
+    wrong.write_text(json.dumps({"schema_version": 1, "run_id": "x"}))  # lacks task, seed...
+    odd = make_record(seed=3)
+    odd["seed"] = "three"
+    write_record(tmp_path, odd).rename(tmp_path / "runs" / "small" / "toy" / "b1" / "base" / "seed9.json")
+    reg = Registry(results_dir=tmp_path)
+    n_new, n_old, errors = reg.ingest_dir()
+    assert (n_new, n_old) == (8, 0)
+    assert len(errors) == 3
+    assert str(bad) in errors[0] and "corrupt run record" in errors[0]
+    assert str(wrong) in errors[1] and "lacks task" in errors[1]
+    assert "seed9.json: malformed run record" in errors[2]
+    with pytest.raises(IngestError) as e:
+        reg.ingest_paths([bad, *sorted((tmp_path / "runs").rglob("seed0.json"))])
+    assert str(bad) in str(e.value) and e.value.n_existing == 4 and isinstance(e.value, ConfigError)
+
+
+# -- current runs and history --------------------------------------------------------------------
+
+def test_current_only_picks_latest_and_keeps_history(tmp_path):
+    old = make_record(seed=0, commit="a" * 40, finished=10, metrics={"acc": 0.1})
+    new = make_record(seed=0, commit="b" * 40, finished=20, metrics={"acc": 0.9})
+    other = make_record(seed=1, commit="a" * 40, finished=5, metrics={"acc": 0.3})
+    assert old["run_id"] != new["run_id"]
+    write_record(tmp_path, old, history=True)
+    write_record(tmp_path, new)
+    write_record(tmp_path, other)
+    reg = Registry(results_dir=tmp_path)
+    assert reg.ingest_dir().n_new == 3
+    cur = reg.runs(task="toy", scale="small")
+    assert list(cur["run_id"]) == [new["run_id"], other["run_id"]]
+    assert cur.loc[0, "config"] == {"lr": 0.1} and isinstance(cur.loc[0, "info"], dict)
+    assert len(reg.runs(current_only=False)) == 3
+    m = reg.metrics(task="toy")
+    assert list(m["value"]) == [0.9, 0.3]
+    assert list(reg.metrics(current_only=False).sort_values("value")["value"]) == [0.1, 0.3, 0.9]
+    # comparing commits: each commit sees its own runs
+    assert list(reg.by_commit("aaaa")["value"]) == [0.1, 0.3]
+    assert list(reg.by_commit("b" * 40)["value"]) == [0.9]
+    assert len(reg.by_commit("c")) == 0
+
+
+def test_newer_diverged_rerun_hides_older_ok(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    reg.ingest_record(make_record(commit="a" * 40, finished=10, metrics={"acc": 0.7}))
+    reg.ingest_record(make_record(commit="b" * 40, finished=20, metrics={"acc": math.nan}))
+    assert list(reg.runs()["status"]) == ["diverged"]
+    assert len(reg.runs(status="ok")) == 0
+    m = reg.metrics()
+    assert m.loc[0, "status"] == "diverged" and math.isnan(m.loc[0, "value"]) and m.loc[0, "nonfinite"] == "nan"
+
+
+def test_by_commit_ambiguous_prefix(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    reg.ingest_record(make_record(seed=0, commit="ab" + "0" * 38))
+    reg.ingest_record(make_record(seed=1, commit="ac" + "0" * 38))
+    with pytest.raises(ConfigError, match="ambiguous"):
+        reg.by_commit("a")
+    assert len(reg.by_commit("ab")) == 1
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+def test_failures_and_unresolved_logic(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    f_fixed = make_record(seed=0, status="failed", finished=5, error="oom")
+    f_again = make_record(seed=0, status="failed", finished=30, error="oom again")   # after the ok run
+    f_open = make_record(seed=1, status="failed", finished=5, error="bug")
+    f_other = make_record(seed=2, variant="better", status="failed", finished=50, error="x")
+    for f in (f_fixed, f_again, f_open, f_other):
+        assert reg.ingest_record(f) is True
+    assert reg.ingest_record(f_open) is False                  # same content: same failure_id
+    assert reg.ingest_record(make_record(seed=0, finished=10)) is True
+    reg.ingest_record(make_record(seed=2, variant="base", finished=60))   # other variant: no cover
+    allf = reg.failures(unresolved_only=False)
+    assert len(allf) == 4 and len(set(allf["failure_id"])) == 4
+    assert set(allf["failure_id"].str.len()) == {16}
+    unresolved = reg.failures()
+    assert list(unresolved["message"]) == ["x", "oom again", "bug"]          # newest first
+    row = unresolved.iloc[2]
+    assert row["error_type"] == "RuntimeError" and "Traceback" in row["traceback"]
+    assert len(reg.runs()) == 2 and len(reg.failures(task="nope")) == 0
+
+
+# -- records, curves, export, empty frames --------------------------------------------------
+
+def test_record_curves_and_missing(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    rec = make_record(curves={"val": [{"step": 3, "acc": 0.4}]})
+    reg.ingest_record(rec)
+    assert reg.record(rec["run_id"]) == rec
+    assert reg.record(rec["run_id"][:6]) == rec
+    assert reg.curves([rec["run_id"]]) == {rec["run_id"]: {"val": [{"step": 3, "acc": 0.4}]}}
+    with pytest.raises(KeyError, match="no run 'feedbeef'"):
+        reg.record("feedbeef")
+    with pytest.raises(KeyError, match="feedbeef"):
+        reg.curves([rec["run_id"], "feedbeef"])
+
+
+def test_empty_frames_have_stable_columns_and_dtypes(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    runs, metrics = reg.runs(), reg.metrics()
+    assert list(runs.columns) == RUNS_COLUMNS and len(runs) == 0
+    assert list(metrics.columns) == METRICS_COLUMNS
+    reg.ingest_record(make_record(metrics={"acc": 1.0, "loss": math.inf}))
+    full_runs, full_metrics = reg.runs(), reg.metrics()
+    assert dict(runs.dtypes) == dict(full_runs.dtypes)
+    assert dict(metrics.dtypes) == dict(full_metrics.dtypes)
+    assert full_metrics["value"].dtype == "float64" and full_metrics["seed"].dtype == "int64"
+    assert full_metrics.set_index("name").loc["loss", "nonfinite"] == "inf"
+    assert list(reg.failures().columns)[:2] == ["failure_id", "run_id"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_export(tmp_path, fmt):
+    reg = Registry(results_dir=tmp_path)
+    for r in _grid(n_seeds=2, variants=("base",), benchmarks=("b1",)):
+        reg.ingest_record(r)
+    path = reg.export(tmp_path / f"out.{fmt}")
+    back = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](path)
+    assert len(back) == 2
+    assert list(back.sort_values("seed")["metric.acc"]) == [0.5, 0.51]
+    assert json.loads(back["config"].iloc[0]) == {"lr": 0.1}
+    assert len(pd.read_csv(reg.export(tmp_path / "m.csv", table="metrics"))) == 4
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+@pytest.mark.service
+def test_postgresql_registry(tmp_path):
+    url = os.environ.get("HARNESS_TEST_PG_URL")
+    if not url:
+        require_service("PostgreSQL", "set HARNESS_TEST_PG_URL (e.g. from .ci/start-postgres.sh)")
+    schema = f"harness_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    test_url = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    test_url = test_url.render_as_string(hide_password=False)
+    try:
+        recs = _grid(n_seeds=5)
+        for r in recs:
+            write_record(tmp_path, r)
+        write_record(tmp_path, make_record(variant="better", seed=7, status="failed"))
+        out = _concurrent_ingest(test_url, tmp_path, n_procs=3)
+        assert sum(n for n, _, _ in out) == 21 and all(e == [] for _, _, e in out)
+        reg = Registry(test_url)
+        assert reg.ingest_dir(tmp_path) == (0, 21, [])
+        assert (_count(reg, "runs"), _count(reg, "metrics"), _count(reg, "failures")) == (20, 40, 1)
+        newer = make_record(variant="base", benchmark="b1", seed=0, commit="f" * 40, finished=99,
+                            metrics={"acc": 0.99})
+        assert reg.ingest_record(newer) is True
+        cur = reg.runs(task="toy", scale="small")
+        assert len(cur) == 20 and newer["run_id"] in set(cur["run_id"])
+        assert len(reg.runs(current_only=False)) == 21
+        assert len(reg.failures()) == 1
+        assert reg.record(newer["run_id"]) == newer
+        assert list(reg.by_commit("ffff")["value"]) == [0.99]
+        reg.close()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
