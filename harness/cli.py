@@ -171,7 +171,10 @@ def cmd_claims(args) -> int:
     if not args.no_ingest:
         reg.ingest_dir(_results(args))
     tasks, _ = discover()
-    chosen = [args.task] if args.task else sorted(tasks)
+    chosen = [t for t in (args.task or "").split(",") if t] or sorted(tasks)
+    for t in chosen:
+        if t not in tasks:
+            raise ConfigError(f"unknown or broken task {t!r}; see `harness tasks`")
     results = []
     metrics = reg.metrics(scale=args.scale)
     for name in chosen:
@@ -269,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("claims", help="verdict per claim, with effect and CI")
     s.add_argument("--scale", default="small")
-    s.add_argument("--task")
+    s.add_argument("--task", help="one task or a comma-separated list (default: all)")
     s.add_argument("--claims", help="output (default results/claims-<scale>.json)")
     s.add_argument("--no-ingest", action="store_true")
     s.set_defaults(func=cmd_claims)
