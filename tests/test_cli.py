@@ -72,3 +72,27 @@ def test_registry_claims_report_and_reproduce_roundtrip(workdir, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "new-task" in out.stdout
+
+
+def test_compare_two_commits_and_export(workdir, capsys, monkeypatch):
+    import harness.provenance as prov
+
+    for commit in ("a" * 40, "b" * 40):
+        # A new commit that changes the task's code: new run_ids, same variants.
+        monkeypatch.setattr(prov, "git_info", lambda cwd=None, c=commit: {"git_commit": c, "git_dirty": False})
+        monkeypatch.setattr(prov, "code_hash", lambda folder, c=commit: c[:16])
+        for seed in ("0", "1", "2"):
+            assert main(["run", "toy", "--method", "sgd[lr=0.1]", "--benchmark", "toy-a", "--seed", seed,
+                         "--scale", "tiny"]) == 0
+        assert main(["registry", "ingest"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "a" * 12, "b" * 12, "--task", "toy"]) == 0
+    table = capsys.readouterr().out
+    assert "test_accuracy" in table and "sgd[lr=0.1]" in table
+    from harness.compare import compare_commits
+
+    df = compare_commits("a" * 12, "b" * 12, task="toy").set_index("name")
+    # The 'code change' did not change the training: identical metrics on the 3 shared seeds.
+    assert df.loc["test_accuracy", "n_shared_seeds"] == 3 and df.loc["test_accuracy", "delta"] == 0.0
+    assert main(["registry", "export", "--path", "runs.csv"]) == 0
+    assert (workdir / "runs.csv").read_text().count("toy-a") >= 3
