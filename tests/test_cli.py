@@ -56,6 +56,11 @@ def test_registry_claims_report_and_reproduce_roundtrip(workdir, capsys):
     assert main(["registry", "ls", "--task", "toy"]) == 0
     listing = capsys.readouterr().out
     assert listing.count("toy-a") == 9 and "test_accuracy" in listing
+    run_id = json.loads(next((workdir / "results" / "runs").rglob("seed0.json")).read_text())["run_id"]
+    assert main(["registry", "show", run_id[:8]]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == run_id
+    assert main(["registry", "show", "ffffffffffff"]) == 2
+    assert "error:" in capsys.readouterr().err
     assert main(["claims", "--scale", "tiny", "--task", "toy"]) == 0
     claims = json.loads((workdir / "results" / "claims-tiny.json").read_text())
     assert {c["id"] for c in claims} == {"best_beats_fixed", "above_chance"}
