@@ -54,7 +54,7 @@ def builders() -> dict[str, tuple[Callable[[], Any], list[str]]]:
     return out
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -67,7 +67,7 @@ def content_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(Path(folder).rglob("*.arrow")):
         h.update(str(p.relative_to(folder)).encode())
-        h.update(_file_sha256(p).encode())
+        h.update(file_sha256(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -105,7 +105,7 @@ def build(name: str, root: Path | None = None, force: bool = False) -> Path:
             "name": name,
             "content_hash": chash,
             "splits": {s: {"rows": d.num_rows, "columns": list(d.column_names)} for s, d in dd.items()},
-            "files": {str(p.relative_to(tmp)): _file_sha256(p) for p in sorted(tmp.rglob("*.arrow"))},
+            "files": {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*.arrow"))},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if target.exists():

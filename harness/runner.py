@@ -22,7 +22,6 @@ resuming from the last checkpoint.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import random
 import resource
@@ -52,14 +51,6 @@ class RequiredRunMissing(ConfigError):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- seeding --------------------------------------------------------------------------
@@ -353,5 +344,5 @@ def _artifacts(artifacts: Iterable[Artifact], out_dir: Path, results_dir: Path) 
         p = Path(out_dir) / a.path
         if not p.exists():
             raise FileNotFoundError(f"artifact {a.name!r} declared at {p} but not written")
-        out.append({"name": a.name, "path": str(p.relative_to(results_dir)), "sha256": _sha256(p)})
+        out.append({"name": a.name, "path": str(p.relative_to(results_dir)), "sha256": data_mod.file_sha256(p)})
     return out
