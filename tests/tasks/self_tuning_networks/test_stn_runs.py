@@ -1,0 +1,150 @@
+"""Whole runs through the harness runner at tiny scale: every method and DAG edge, determinism,
+resume, claims and figures; paper-scale loaders on tiny local fixtures."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.claims import evaluate_claims
+from harness.runner import run_one
+from tasks.self_tuning_networks import task
+
+TASK = "self_tuning_networks"
+
+
+def metrics(rec):
+    return {m["name"]: m["value"] for m in rec["metrics"]}
+
+
+def test_tiny_dag_end_to_end(tmp_path, stn_env):
+    from harness.dag import plan
+
+    runs = plan("tiny", [TASK], results_dir=str(tmp_path))
+    done, records = set(), {}
+    pending = dict(runs)
+    while pending:  # the DAG's order: a run starts once its required records exist
+        ready = [k for k, r in pending.items() if all(q in done for q in r.requires)]
+        assert ready, "cycle in the tiny DAG"
+        for key in ready:
+            r = pending.pop(key)
+            rec = run_one(TASK, r.variant, r.benchmark, r.seed, "tiny", results_dir=tmp_path)
+            assert rec["status"] == "ok", (r.variant, rec.get("error"))
+            records[r.variant] = rec
+            done.add(key)
+    methods = {v.split("[")[0] for v in records}
+    assert methods == set(task.config.scale("tiny").methods)
+    stn = records["stn"]
+    sched = stn["info"]["schedule"]
+    assert len(sched["dropout_h1"]) == stn["info"]["epochs_run"]
+    assert all(float(c).is_integer() for c in sched["cutout"])
+    assert [p["step"] for p in stn["curves"]["hparams"]] == list(range(stn["info"]["epochs_run"]))
+    assert stn["info"]["hyper_steps"] > 0
+    # Replay follows STN's schedule, final holds its last value, jitter uses the grid's winner.
+    assert records["stn_final"]["info"]["hparams"] == stn["info"]["final"]
+    grid = records["grid_search"]
+    assert records["best_fixed_jitter"]["info"]["hparams"] == grid["info"]["hparams"]
+    trial_costs = sum(metrics(records[v])["cost_epochs"] for v in records if v.startswith("grid_trial"))
+    assert metrics(grid)["cost_epochs"] == pytest.approx(trial_costs) and metrics(grid)["n_trials"] == 2
+    assert [r["variant"] for r in records["tpe_trial[trial=1]"]["requires"]] == ["tpe_trial[trial=0]"]
+    # A plain training epoch costs 1, an STN epoch with hyper steps about 3.
+    assert metrics(stn)["cost_epochs"] > 2 * metrics(records["stn_final"])["cost_epochs"]
+    # Claims and figures over the recorded runs.
+    rows = [{"run_id": r["run_id"], "task": TASK, "method": r["method"], "variant": r["variant"],
+             "benchmark": r["benchmark"], "seed": r["seed"], "scale": "tiny", "status": r["status"],
+             "name": m["name"], "value": m["value"], "higher_is_better": m["higher_is_better"]}
+            for r in records.values() for m in r["metrics"]]
+    claims = evaluate_claims(task, pd.DataFrame(rows), "tiny", n_boot=200)
+    assert len(claims) == 10 and all(c["error"] is None for c in claims), [c["error"] for c in claims]
+    assert all(c["verdict"] == "inconclusive" for c in claims)  # one seed at tiny scale
+    runs_df = pd.DataFrame([{"run_id": r["run_id"], "method": r["method"], "variant": r["variant"],
+                             "benchmark": r["benchmark"], "seed": r["seed"], "status": r["status"],
+                             "wall_s": r["timings"]["wall_s"], "info": r["info"], "record_json": json.dumps(r)}
+                            for r in records.values()])
+    figs = task.figures(runs_df, "tiny")
+    assert [t.split(":")[0] for t, _ in figs] == ["digits", "digits"]
+    assert all(svg.startswith("<svg") for _, svg in figs)
+
+
+def test_stn_run_is_deterministic_and_resumes_bit_exactly(tmp_path, stn_env, monkeypatch):
+    over = {"epochs": 4, "checkpoint_every": 2, "warmup_epochs": 1}
+    a = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "a")
+    b = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "b")
+    assert metrics(a) == metrics(b)
+    monkeypatch.setenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT", "1")
+    with pytest.raises(Exception, match="simulated interrupt"):
+        run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
+    monkeypatch.delenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT")
+    c = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
+    assert c["timings"]["resumed_from_step"] is not None
+    assert metrics(c) == metrics(a) and c["info"]["schedule"] == a["info"]["schedule"]
+
+
+def test_claim_functions_on_a_synthetic_frame():
+    rows = []
+
+    def add(variant, bench, seed, **vals):
+        for k, v in vals.items():
+            rows.append({"run_id": f"{variant}{bench}{seed}", "task": TASK, "method": variant.split("[")[0],
+                         "variant": variant, "benchmark": bench, "seed": seed, "scale": "small", "status": "ok",
+                         "name": k, "value": v, "higher_is_better": False})
+
+    for s in (0, 1, 2):
+        add("ridge_check", "digits", s, ridge_rel_error=0.02, ridge_log10_lambda_gap=0.05 * (s + 1))
+        add("stn", "digits", s, test_nll=0.10, cost_epochs=30.0, hp_dropout_in=0.2, hp_dropout_h1=0.3,
+            hp_cutout=2.0, start_cutout=1.0)
+        add("stn_high_start", "digits", s, hp_dropout_in=0.25, hp_dropout_h1=0.3, hp_cutout=3.0, start_cutout=4.0)
+        add("grid_search", "digits", s, test_nll=0.14, hp_cutout=2.0)
+        add("stn_replay", "digits", s, test_nll=0.11)
+        for k in range(4):  # trials cost 12 each: only trials 0 and 1 fit STN's 30
+            add(f"random_trial[trial={k}]", "digits", s, val_nll=1.0 - 0.1 * k, test_nll=0.2 - 0.02 * k, cost_epochs=12.0)
+    f = pd.DataFrame(rows)
+    ev = task.claim_ridge_fidelity(f)
+    assert ev.effect == pytest.approx(0.08) and ev.n_seeds == 3
+    assert task.claim_ridge_argmin(f).effect == pytest.approx(0.15)
+    assert task.claim_replay_recovers(f).effect == pytest.approx(0.03 - 0.02)
+    assert task.claim_schedules_converge(f).effect == pytest.approx(0.1 - 0.025)
+    eff = task.claim_efficiency(f)
+    assert eff.effect == pytest.approx(0.18 - 0.10)  # best of trials 0-1 on validation is trial 1
+    assert eff.details["random_trials_within_stn_cost"]["digits/seed0"]["trials"] == 2
+    disc = task.claim_discrete_moves(f)  # stn starts at 1 (opt 2, ends at 2): +1; high: 4 -> 3: +1
+    assert disc.effect == pytest.approx(1.0) and disc.ci_low == pytest.approx(1.0)
+
+
+def test_paper_scale_loaders_on_local_fixtures(tmp_path, monkeypatch):
+    import datasets
+    from PIL import Image
+
+    from tasks.self_tuning_networks.data import DatasetUnavailable, build_stn_cifar10, build_stn_ptb, load_images
+
+    rng = np.random.default_rng(0)
+    img = lambda: Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))  # noqa: E731
+    cifar = datasets.DatasetDict({s: datasets.Dataset.from_dict({"img": [img() for _ in range(n)], "label": list(range(n))})
+                                  for s, n in (("train", 10), ("test", 4))})
+    cifar.save_to_disk(str(tmp_path / "cifar"))
+    monkeypatch.setenv("HARNESS_CIFAR10_SOURCE", str(tmp_path / "cifar"))
+    dd = build_stn_cifar10()
+    assert {k: len(v) for k, v in dd.items()} == {"train": 8, "validation": 2, "test": 4}
+    assert dd["validation"]["label"] == [8, 9]  # the last 20% of the official train split
+    from harness.data import build
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    import harness.data as hdata
+
+    monkeypatch.setattr(hdata, "builders", lambda: {"stn_cifar10": (build_stn_cifar10, [TASK])})
+    build("stn_cifar10", tmp_path / "data")
+    data = load_images("stn_cifar10", {"image_size": 32, "channels": 3}, tmp_path / "data")
+    assert tuple(data.x_train.shape) == (8, 3, 32, 32) and 0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1
+    original = np.asarray(cifar["train"][0]["img"], np.float32) / 255.0
+    assert np.allclose(data.x_train[0].permute(1, 2, 0).numpy(), original)
+
+    ptb = datasets.DatasetDict({s: datasets.Dataset.from_dict({"sentence": ["the cat sat", "a dog ran"]})
+                                for s in ("train", "validation", "test")})
+    ptb.save_to_disk(str(tmp_path / "ptb"))
+    monkeypatch.setenv("HARNESS_PTB_SOURCE", str(tmp_path / "ptb"))
+    assert build_stn_ptb()["test"]["text"] == ["the cat sat", "a dog ran"]
+    monkeypatch.setenv("HARNESS_PTB_SOURCE", str(tmp_path / "missing"))
+    with pytest.raises(DatasetUnavailable, match="HARNESS_PTB_SOURCE"):
+        build_stn_ptb()
