@@ -44,7 +44,7 @@ def test_tiny_dag_of_every_task_through_dvc(tmp_path):
     out = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--config", "scale=tiny"], cwd=repo, env=env,
                          capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "dvc repro --single-item build@" in out.stdout + out.stderr  # data came through DVC
+    assert "Running stage 'build@" in out.stdout + out.stderr  # DVC built the data (its stage log)
 
     claims = json.loads((repo / "results" / "claims-tiny.json").read_text())
     index = (repo / "reports" / "index.html").read_text()
