@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,14 @@ def test_compare_two_commits_and_export(workdir, capsys, monkeypatch):
     assert df.loc["test_accuracy", "n_shared_seeds"] == 3 and df.loc["test_accuracy", "delta"] == 0.0
     assert main(["registry", "export", "--path", "runs.csv"]) == 0
     assert (workdir / "runs.csv").read_text().count("toy-a") >= 3
+
+
+def test_validate_passes_on_the_repository():
+    """Every installed task.yaml is valid, its DAG plans at every scale, dvc.yaml builds its data."""
+    from pathlib import Path
+
+    repo = Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_EXTRA_TASKS"}
+    out = subprocess.run([sys.executable, "-m", "harness", "validate"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

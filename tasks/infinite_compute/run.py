@@ -1,0 +1,301 @@
+"""One run of each method. Which runs a run needs is in ``InfiniteComputeTask.requires``;
+here each method reads those records/artifacts and trains or evaluates.
+
+Methods (card §3.2):
+  standard_search / regularized_search  one probe of the locally-optimal search (search.py)
+  standard / regularized                the certified optimum of a size's search chain
+  ensemble_member                       a member with (2x epochs, 1/2 wd, same LR) of the regularized optimum
+  single_opt_member                     a member with the single-model optimum itself
+  ensemble / ensemble_single_opt        logit-averaged NLL for K = 1..n_members and the A/K^b + C fit
+  teacher_samples                       unconditional samples (T=1) pooled from the teachers
+  distill / self_distill / synthetic_only   students trained from scratch on real:synthetic mixes
+  soup                                  uniform weight average of two independently initialised members
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from harness.api import Artifact, Metric, RunRef, RunResult
+
+from . import search
+from .data import EOS, MEMBER_SEED_STRIDE, load_budget, study_seed
+from .fits import fit_power_law
+from .model import LlamaLM, ModelConfig
+from .train import (TrainConfig, average_weights, ensemble_losses, eval_loss, load_model, save_model,
+                    total_steps, train_lm)
+
+LOWER = False  # higher_is_better for losses
+
+
+# -- shared pieces -----------------------------------------------------------------------------
+
+def model_config(config: Mapping[str, Any], size: str) -> ModelConfig:
+    sizes = config["sizes"]
+    if size not in sizes:
+        raise KeyError(f"size {size!r} is not under 'sizes' in task.yaml (known: {', '.join(sizes)})")
+    spec = dict(sizes[size])
+    return ModelConfig(vocab_size=int(config["vocab_size"]), max_seq_len=int(config["seq_len"]),
+                       n_head=int(spec.pop("n_head", config.get("n_head", 4))), **spec)
+
+
+def train_config(config: Mapping[str, Any], epochs: float, lr: float, wd: float, syn_weight: float = 0.0) -> TrainConfig:
+    return TrainConfig(epochs=float(epochs), lr=float(lr), weight_decay=float(wd), batch_size=int(config["batch_size"]),
+                       warmup_frac=float(config["warmup_frac"]), clip=float(config["clip"]), syn_weight=syn_weight,
+                       ckpt_every=int(config["ckpt_every"]), log_every=int(config["log_every"]),
+                       compile=bool(config.get("compile", False)))
+
+
+def train_and_eval(config, size: str, tc: TrainConfig, bench, ctx, syn_windows=None, train_on=None) -> tuple[LlamaLM, dict]:
+    """Fresh model of ``size`` (init from the run's seed), trained by ``tc``; val and train NLL."""
+    train, val = load_budget(bench, ctx.seed, config)
+    torch.manual_seed(ctx.seed)  # init depends on the seed only, not on leftover RNG state
+    model = LlamaLM(model_config(config, size)).to(ctx.device)
+    stats = train_lm(model, train if train_on is None else train_on, tc, ctx.seed, ctx.device, ctx,
+                     syn_windows=syn_windows)
+    out = {"val_loss": eval_loss(model, val, ctx.device), "train_loss": eval_loss(model, train, ctx.device),
+           "n_params": model.num_params(non_embedding=True), "n_params_total": model.num_params(), **stats}
+    return model, out
+
+
+def loss_metrics(r: Mapping[str, Any], **extra: float) -> tuple[Metric, ...]:
+    ms = [Metric("val_loss", r["val_loss"], LOWER), Metric("train_loss", r["train_loss"], LOWER),
+          Metric("n_params", float(r["n_params"]), LOWER)]
+    return tuple(ms + [Metric(k, float(v), LOWER) for k, v in extra.items()])
+
+
+def json_safe(obj):
+    """Info must be strict JSON: non-finite floats become None (a failed fit, an off-grid neighbour)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _ref(task, variant: str, bench, seed: int) -> RunRef:
+    return RunRef(task.name, variant, bench.name, seed)
+
+
+def member_seeds(seed: int, n: int) -> list[int]:
+    return [seed + MEMBER_SEED_STRIDE * k for k in range(n)]
+
+
+# -- the search chain ----------------------------------------------------------------------------
+
+def search_space(method_name: str, config: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """(grids of the tuned axes, start point, fixed values) of a recipe's search."""
+    g = config["search_grid"]
+    if method_name.startswith("standard"):
+        grids = {"epochs": list(g["epochs"]), "lr": list(g["lr"])}
+        return grids, dict(config["standard_start"]), {"wd": float(config["standard_wd"])}
+    grids = {"epochs": list(g["epochs"]), "lr": list(g["lr"]), "wd": list(g["wd"])}
+    return grids, dict(config["regularized_start"]), {}
+
+
+def chain_refs(task, search_method: str, size: str, bench, seed: int, scale: str, before: int | None = None) -> list[RunRef]:
+    """The steps of one (recipe, size, seed) chain, in step order (only those < ``before``)."""
+    steps = sorted(v.grid_point["step"] for v in task.config.variants(scale, only=search_method)
+                   if v.grid_point.get("size") == size)
+    refs = []
+    for k in steps:
+        if before is not None and k >= before:
+            continue
+        variant = task.config.resolve(scale, f"{search_method}[size={size},step={k}]").variant
+        refs.append(_ref(task, variant, bench, seed))
+    return refs
+
+
+def evaluated_points(ctx, refs) -> list[tuple[dict, float]]:
+    out = []
+    for ref in refs:
+        info = ctx.require(ref).get("info") or {}
+        if not info.get("noop"):
+            out.append((dict(info["point"]), float(info["val_loss"])))
+    return out
+
+
+def run_probe(task, method, bench, config, ctx) -> RunResult:
+    size, step = method.grid_point["size"], int(method.grid_point["step"])
+    grids, start, fixed = search_space(method.name, config)
+    evaluated = evaluated_points(ctx, chain_refs(task, method.name, size, bench, ctx.seed, ctx.scale, before=step))
+    point = search.next_probe(evaluated, start, grids)
+    if point is None:  # the chain certified its optimum earlier: nothing left to train
+        cert = search.certificate(evaluated, grids)
+        return RunResult(metrics=(Metric("val_loss", cert["val_loss"], LOWER),),
+                         info={"noop": True, "certified": True, "best_point": cert["point"], "size": size})
+    hp = {**point, **fixed}
+    _, r = train_and_eval(config, size, train_config(config, hp["epochs"], hp["lr"], hp["wd"]), bench, ctx)
+    return RunResult(metrics=loss_metrics(r, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"]),
+                     info={"noop": False, "point": point, "hyperparameters": hp, "val_loss": r["val_loss"],
+                           "train_loss": r["train_loss"], "n_params": r["n_params"], "size": size,
+                           "steps": r["steps"], "tokens": r["tokens"]})
+
+
+def summarize_search(task, method, bench, config, ctx) -> RunResult:
+    """The best probe of the size's chain, whether it is certified, and the U-shape in epochs."""
+    size = method.grid_point["size"]
+    search_method = f"{method.name}_search"
+    grids, _, fixed = search_space(search_method, config)
+    refs = chain_refs(task, search_method, size, bench, ctx.seed, ctx.scale)
+    evaluated = evaluated_points(ctx, refs)
+    cert = search.certificate(evaluated, grids)
+    if cert["point"] is None:
+        return RunResult(metrics=(Metric("val_loss", math.nan, LOWER),), status="diverged", info={"size": size})
+    winner = next(ctx.require(r) for r in refs if not (ctx.require(r).get("info") or {}).get("noop")
+                  and search.key(ctx.require(r)["info"]["point"]) == search.key(cert["point"]))
+    w = winner["info"]
+    lo, hi = search.axis_neighbour_losses(evaluated, cert["point"], grids, "epochs")
+    # Depth of the U in epochs: how much worse the nearer side is; 0 when a side is off the grid.
+    u_depth = min(lo, hi) - cert["val_loss"] if lo is not None and hi is not None else 0.0
+    hp = {**cert["point"], **fixed}
+    metrics = loss_metrics(w, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"], certified=float(cert["certified"]),
+                           epoch_u_depth=u_depth, n_probes=len(evaluated))
+    return RunResult(metrics=metrics, info={
+        "selected": winner["variant"], "selected_run_id": winner["run_id"], "point": cert["point"],
+        "hyperparameters": hp, "certified": cert["certified"], "neighbours": cert["neighbours"],
+        "size": size, "n_params": w["n_params"], "val_loss": w["val_loss"], "train_loss": w["train_loss"],
+        "probes": [{"point": p, "val_loss": l} for p, l in evaluated]})
+
+
+# -- ensembles --------------------------------------------------------------------------------
+
+def member_source(method_name: str, config: Mapping[str, Any], size: str | None) -> tuple[str, float, float]:
+    """(regularized variant to read, epoch factor, wd factor) of a member method."""
+    if method_name == "ensemble_member":
+        return f"regularized[size={size}]", float(config["member_epoch_factor"]), float(config["member_wd_factor"])
+    return f"regularized[size={config['member_size']}]", 1.0, 1.0
+
+
+def run_member(task, method, bench, config, ctx) -> RunResult:
+    size = method.grid_point.get("size") or config["member_size"]
+    source, e_factor, wd_factor = member_source(method.name, config, size)
+    opt = ctx.require(_ref(task, task.config.resolve(ctx.scale, source).variant, bench, study_seed(ctx.seed)))["info"]
+    hp = dict(opt["hyperparameters"])
+    hp = {"epochs": hp["epochs"] * e_factor, "lr": hp["lr"], "wd": hp["wd"] * wd_factor}
+    model, r = train_and_eval(config, size, train_config(config, hp["epochs"], hp["lr"], hp["wd"]), bench, ctx)
+    save_model(model, ctx.out_dir / "model.pt")
+    return RunResult(metrics=loss_metrics(r, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"]),
+                     artifacts=(Artifact("model", "model.pt"),),
+                     info={"size": size, "hyperparameters": hp, "source_optimum": opt["hyperparameters"],
+                           "val_loss": r["val_loss"], "n_params": r["n_params"], "steps": r["steps"]})
+
+
+def member_variant(task, method_name: str, config, size: str | None, scale: str) -> str:
+    if method_name in ("ensemble", "ensemble_member"):
+        return task.config.resolve(scale, f"ensemble_member[size={size}]").variant
+    return task.config.resolve(scale, "single_opt_member").variant
+
+
+def load_members(task, variant: str, bench, seeds, ctx) -> list[LlamaLM]:
+    return [load_model(ctx.artifact_path(_ref(task, variant, bench, s), "model"), ctx.device) for s in seeds]
+
+
+def run_ensemble(task, method, bench, config, ctx) -> RunResult:
+    size = method.grid_point.get("size") or config["member_size"]
+    variant = member_variant(task, method.name, config, size, ctx.scale)
+    seeds = member_seeds(ctx.seed, int(config["n_members"]))
+    models = load_members(task, variant, bench, seeds, ctx)
+    _, val = load_budget(bench, ctx.seed, config)
+    losses = ensemble_losses(models, val, ctx.device)
+    singles = [float(ctx.require(_ref(task, variant, bench, s))["info"]["val_loss"]) for s in seeds]
+    fit = fit_power_law(np.arange(1, len(losses) + 1), losses)
+    extra = {f"val_loss_k{k + 1}": v for k, v in enumerate(losses)}
+    extra.update(member_val_loss=float(np.mean(singles)), n_members=len(losses))
+    if fit["ok"]:  # a failed fit leaves the metric out rather than marking the run diverged
+        extra["ens_asymptote"] = fit["E"]
+    metrics = (Metric("val_loss", losses[-1], LOWER), Metric("n_params", float(models[0].num_params(True)), LOWER),
+               *(Metric(k, float(v), LOWER) for k, v in extra.items()))
+    return RunResult(metrics=metrics, info={"size": size, "losses_by_k": losses, "member_losses": singles,
+                                            "fit": fit, "n_params": models[0].num_params(True),
+                                            "member_variant": variant, "member_seeds": seeds})
+
+
+def run_soup(task, method, bench, config, ctx) -> RunResult:
+    variant = member_variant(task, "ensemble", config, config["member_size"], ctx.scale)
+    models = load_members(task, variant, bench, member_seeds(ctx.seed, 2), ctx)
+    _, val = load_budget(bench, ctx.seed, config)
+    soup_loss = eval_loss(average_weights(models), val, ctx.device)
+    ens = ensemble_losses(models, val, ctx.device)
+    return RunResult(metrics=(Metric("val_loss", soup_loss, LOWER), Metric("ens2_val_loss", ens[1], LOWER),
+                              Metric("member_val_loss", float(np.mean([ens[0], eval_loss(models[1], val, ctx.device)])), LOWER)),
+                     info={"soup_val_loss": soup_loss, "logit_average_val_loss": ens[1]})
+
+
+# -- distillation -------------------------------------------------------------------------------
+
+def teacher_seeds(source: str, seed: int, config) -> list[int]:
+    return member_seeds(seed, int(config["n_members"]) if source == "ensemble" else 1)
+
+
+def run_teacher_samples(task, method, bench, config, ctx) -> RunResult:
+    """Pooled unconditional samples: equal shares from each teacher (the paper's 'mix8seeds' set)."""
+    source = method.grid_point["source"]
+    d = config["distill"]
+    variant = member_variant(task, "ensemble", config, config["member_size"], ctx.scale)
+    seeds = teacher_seeds(source, ctx.seed, config)
+    models = load_members(task, variant, bench, seeds, ctx)
+    seq_len = int(config["seq_len"])
+    n_total = int(float(d["sample_factor"]) * int(config["train_tokens"])) // seq_len
+    shares = [n_total // len(models) + (1 if k < n_total % len(models) else 0) for k in range(len(models))]
+    chunks = []
+    for k, (model, n) in enumerate(zip(models, shares)):
+        gen = torch.Generator(device=ctx.device).manual_seed(int(ctx.seed) * 1009 + k)
+        model.eval()
+        for i in range(0, n, int(d["sample_batch"])):
+            b = min(int(d["sample_batch"]), n - i)
+            s = model.sample(b, seq_len, gen, temperature=float(d["temperature"]), bos=EOS)
+            chunks.append(torch.cat([torch.full((b, 1), EOS, dtype=torch.long, device=s.device), s], 1).cpu())
+    windows = torch.cat(chunks).numpy().astype(np.int16)
+    np.save(ctx.out_dir / "samples.npy", windows)
+    eos_rate = float((windows[:, 1:] == EOS).mean())
+    return RunResult(metrics=(Metric("sample_tokens", float(windows[:, 1:].size), True),
+                              Metric("sample_eos_rate", eos_rate, LOWER)),
+                     artifacts=(Artifact("samples", "samples.npy"),),
+                     info={"source": source, "teacher_seeds": seeds, "shares": shares, "teacher_variant": variant})
+
+
+def run_student(task, method, bench, config, ctx) -> RunResult:
+    d = config["distill"]
+    source = "ensemble" if method.name == "distill" else "self"
+    samples_variant = task.config.resolve(ctx.scale, f"teacher_samples[source={source}]").variant
+    syn = np.load(ctx.artifact_path(_ref(task, samples_variant, bench, ctx.seed), "samples")).astype(np.int64)
+    size = config["member_size"]
+    if method.name == "synthetic_only":
+        # Same number of steps and batch as the self-distilled student, every row synthetic.
+        mixed = train_config(config, d["real_epochs"], d["lr"], d["wd"], syn_weight=float(d["syn_weight"]))
+        n_real = load_budget(bench, ctx.seed, config)[0].shape[0]
+        steps = total_steps(n_real, mixed)
+        tc = train_config(config, steps * int(config["batch_size"]) / len(syn), d["lr"], d["wd"])
+        model, r = train_and_eval(config, size, tc, bench, ctx, train_on=syn)
+    else:
+        tc = train_config(config, d["real_epochs"], d["lr"], d["wd"], syn_weight=float(d["syn_weight"]))
+        model, r = train_and_eval(config, size, tc, bench, ctx, syn_windows=syn)
+    return RunResult(metrics=loss_metrics(r), info={"size": size, "source": source, "val_loss": r["val_loss"],
+                                                    "n_params": r["n_params"], "steps": r["steps"],
+                                                    "syn_weight": 1.0 if method.name == "synthetic_only" else d["syn_weight"]})
+
+
+DISPATCH = {
+    "standard_search": run_probe, "regularized_search": run_probe,
+    "standard": summarize_search, "regularized": summarize_search,
+    "ensemble_member": run_member, "single_opt_member": run_member,
+    "ensemble": run_ensemble, "ensemble_single_opt": run_ensemble,
+    "teacher_samples": run_teacher_samples,
+    "distill": run_student, "self_distill": run_student, "synthetic_only": run_student,
+    "soup": run_soup,
+}
+
+
+def run_method(task, method, bench, config, ctx) -> RunResult:
+    if method.name not in DISPATCH:
+        raise KeyError(f"infinite_compute has no implementation of method {method.name!r}")
+    result = DISPATCH[method.name](task, method, bench, dict(config), ctx)
+    return RunResult(metrics=result.metrics, artifacts=result.artifacts, status=result.status,
+                     info=json_safe(dict(result.info)))

@@ -1,0 +1,97 @@
+"""Claim functions on synthetic metric frames with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.infinite_compute import task
+from tasks.infinite_compute.fits import power_law
+
+SIZES = {"d32": 30_000, "d48": 67_000, "d64": 119_000}
+
+
+def frame(rows):
+    return pd.DataFrame([{"run_id": f"r{i}", "task": "infinite_compute", "method": v.split("[")[0], "variant": v,
+                          "benchmark": "b", "seed": s, "scale": "small", "status": "ok", "name": n, "value": x,
+                          "higher_is_better": False} for i, (v, s, n, x) in enumerate(rows)])
+
+
+def recipe_rows(method, seeds, loss_of_n, wd_of_n=None, train_of_n=None):
+    rows = []
+    for s in seeds:
+        for size, n in SIZES.items():
+            v = f"{method}[size={size}]"
+            rows += [(v, s, "n_params", n), (v, s, "val_loss", loss_of_n(n) + 0.001 * s)]
+            rows.append((v, s, "train_loss", train_of_n(n) if train_of_n else 1.0))
+            rows.append((v, s, "wd", wd_of_n(n) if wd_of_n else 0.1))
+            rows.append((v, s, "epoch_u_depth", 0.02))
+    return rows
+
+
+def ens_rows(method, size, seeds, asym, member=2.5):
+    rows = []
+    v = f"{method}[size={size}]" if size else method
+    for s in seeds:
+        rows += [(v, s, f"val_loss_k{k}", power_law(k, 0.3, 1.0, asym) + 0.001 * s) for k in range(1, 6)]
+        rows += [(v, s, "n_params", SIZES.get(size, 67_000)), (v, s, "member_val_loss", member)]
+    return rows
+
+
+def test_regularized_claims_recover_the_planted_asymptote():
+    seeds = [0, 1, 2]
+    reg = lambda n: power_law(n / 1e6, 0.05, 1.0, 2.0)  # noqa: E731
+    rows = recipe_rows("regularized", seeds, reg, wd_of_n=lambda n: {30_000: 0.4, 67_000: 1.6, 119_000: 1.6}[n])
+    rows += recipe_rows("standard", seeds, lambda n: 2.6 if n < 100_000 else 2.7,
+                        train_of_n=lambda n: 2.0 - n / 1e6)
+    f = frame(rows)
+    ev = task.claim_function("claim_regularized_asymptote_below_standard")(f)
+    assert ev.effect == pytest.approx(2.6 + 0.001 - 2.0, abs=0.01) and ev.ci_low > 0 and ev.n_seeds == 3
+    mono = task.claim_function("claim_regularized_monotone")(f)
+    assert mono.effect > 0 and mono.ci_low > 0
+    wd = task.claim_function("claim_wd_grows_with_size")(f)
+    assert wd.effect == pytest.approx(1.0) and wd.ci_low == pytest.approx(1.0)
+    rise = task.claim_function("claim_standard_rises_with_size")(f)
+    assert rise.effect == pytest.approx(0.1) and rise.details["train_loss_change_top_two_sizes"][0] < 0
+    u = task.claim_function("claim_standard_u_in_epochs")(f)
+    assert u.effect == pytest.approx(0.02)
+
+
+def test_ensemble_claims_compare_asymptotes():
+    seeds = [0, 1, 2]
+    rows = recipe_rows("regularized", seeds, lambda n: power_law(n / 1e6, 0.05, 1.0, 2.0))
+    for size, asym in (("d32", 1.95), ("d48", 1.9), ("d64", 1.87)):
+        rows += ens_rows("ensemble", size, seeds, asym, member=2.6)
+    rows += ens_rows("ensemble_single_opt", None, seeds, 1.97, member=2.5)
+    f = frame(rows)
+    below = task.claim_function("claim_ensemble_below_regularized")(f)
+    assert below.effect == pytest.approx(0.1, abs=0.005) and below.ci_low > 0
+    tuned = task.claim_function("claim_tuned_members_lower_asymptote")(f)
+    assert tuned.effect == pytest.approx(0.07, abs=0.005)
+    worse = task.claim_function("claim_tuned_members_individually_worse")(f)
+    assert worse.effect == pytest.approx(0.1)
+    mono = task.claim_function("claim_ensemble_monotone_in_k")(f)
+    assert mono.effect == pytest.approx(power_law(4, 0.3, 1, 0) - power_law(5, 0.3, 1, 0), abs=1e-9)
+    joint = task.claim_function("claim_joint_asymptote_lowest")(f)
+    assert joint.effect > 0 and joint.details["joint_asymptote"] < 1.87
+
+
+def test_distillation_and_soup_claims():
+    rows = []
+    for s in (0, 1, 2):
+        rows += [("regularized[size=d48]", s, "val_loss", 2.5), ("ensemble[size=d48]", s, "val_loss", 2.3),
+                 ("distill", s, "val_loss", 2.36 + 0.01 * s), ("ensemble_member[size=d48]", s, "val_loss", 2.55),
+                 ("self_distill", s, "val_loss", 2.5), ("synthetic_only", s, "val_loss", 2.9),
+                 ("soup", s, "val_loss", 5.0), ("soup", s, "ens2_val_loss", 2.4)]
+    f = frame(rows)
+    d = task.claim_function("claim_distill_recovers_ensemble_gain")(f)
+    assert d.effect == pytest.approx(np.mean([(2.5 - 2.36 - 0.01 * s) / 0.2 for s in range(3)]) - 0.5)
+    assert task.claim_function("claim_self_distill_beats_teacher")(f).effect == pytest.approx(0.05)
+    assert task.claim_function("claim_synthetic_only_worse_than_teacher")(f).effect == pytest.approx(0.35)
+    assert task.claim_function("claim_soup_worse_than_logit_average")(f).effect == pytest.approx(2.6)
+
+
+def test_claims_with_no_runs_are_inconclusive_not_errors():
+    f = frame([])
+    for claim in task.config.claim_objects():
+        ev = task.claim_function(claim.function)(f.assign(scale="small") if len(f) else f)
+        assert ev.n_seeds == 0

@@ -1,0 +1,54 @@
+"""Paper-scale DCLM loader on a tiny local fixture in the same format (.jsonl rows with 'text')."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.config import ConfigError
+from tasks.infinite_compute.data import DCLM_ENV, EOS, build_dclm
+
+
+def _fixture(path, n_docs=40):
+    rng = np.random.default_rng(0)
+    docs = [f"def f{i}():\n    return {int(rng.integers(1000))}\n" * int(rng.integers(1, 4)) for i in range(n_docs)]
+    path.write_text("".join(json.dumps({"text": d, "url": f"u{i}"}) + "\n" for i, d in enumerate(docs)))
+    return docs
+
+
+def _unwindow(w):
+    """Windows share one boundary token: the stream is the first window plus each next one's tail."""
+    return np.concatenate([w[0]] + [row[1:] for row in w[1:]])
+
+
+def test_dclm_builder_windows_the_stream_validation_first(tmp_path, monkeypatch):
+    src = tmp_path / "shard.jsonl"
+    docs = _fixture(src)
+    monkeypatch.delenv("IC_TOKENIZER", raising=False)
+    dd = build_dclm(train_tokens=640, val_tokens=128, seq_len=63, source=str(src))
+    val = np.asarray(dd["validation"]["input_ids"])
+    train = np.asarray(dd["train"]["input_ids"])
+    assert val.shape[1] == train.shape[1] == 64
+    stream = np.concatenate([np.append(np.frombuffer(d.encode(), dtype=np.uint8).astype(np.int64), EOS)
+                             for d in docs])
+    # validation is the head of the stream, byte tokens with EOS between documents
+    v = _unwindow(val)
+    assert len(v) == 2 * 63 + 1 and np.array_equal(v, stream[:len(v)])
+    # train starts at a document boundary after validation: no document in both splits
+    start = int(np.flatnonzero(stream == EOS)[np.searchsorted(np.flatnonzero(stream == EOS), 128)]) + 1
+    t = _unwindow(train)
+    assert np.array_equal(t, stream[start:start + len(t)])
+    assert len(t) == (640 // 63) * 63 + 1
+
+
+def test_dclm_source_errors_name_the_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=DCLM_ENV):
+        build_dclm(train_tokens=64, val_tokens=64, seq_len=31, source="no-such-org/no-such-dataset")
+    src = tmp_path / "small.jsonl"
+    _fixture(src, n_docs=2)
+    with pytest.raises(ConfigError, match="ran out"):
+        build_dclm(train_tokens=10_000, val_tokens=16, seq_len=15, source=str(src))
