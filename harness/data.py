@@ -155,3 +155,37 @@ def verify(name: str, root: Path | None = None) -> bool:
     """True when the files on disk still hash to the manifest's content hash."""
     folder = Path(root or data_root()) / name
     return content_hash(folder) == manifest(name, root)["content_hash"]
+
+
+class DatasetUnavailable(ConfigError):
+    """A paper-scale dataset cannot be obtained: offline and no local copy given."""
+
+
+def load_source(name: str, env_var: str, hub_id: str, layout: str):
+    """A paper-scale builder's raw ``datasets.DatasetDict``, from ``$env_var`` or else the hub id.
+
+    ``$env_var`` may name a ``save_to_disk`` folder, a folder of ``<split>*.parquet`` files (splits
+    train/validation/test), any folder ``datasets.load_dataset`` reads, or another hub id. Whatever
+    fails (offline, missing path, wrong layout) becomes one :class:`DatasetUnavailable` that says
+    how to fix it; ``layout`` describes the columns and splits the builder expects.
+    """
+    import datasets
+
+    source = os.environ.get(env_var) or hub_id
+    hint = (f"Paper scale needs {name}: run with network access to the Hugging Face hub ({hub_id}), "
+            f"or set {env_var} to a local copy in the HF format ({layout}; a save_to_disk folder "
+            "or a folder of parquet files).")
+    path = Path(source).expanduser()
+    try:
+        if (path / "dataset_dict.json").exists():
+            return datasets.load_from_disk(str(path))
+        if source != hub_id and not path.exists():
+            raise FileNotFoundError(f"{env_var}={source!r} does not exist")
+        if path.is_dir():
+            files = {s: sorted(str(p) for p in path.glob(f"{s}*.parquet")) for s in ("train", "validation", "test")}
+            if any(files.values()):
+                return datasets.load_dataset("parquet", data_files={k: v for k, v in files.items() if v})
+            return datasets.load_dataset(str(path))
+        return datasets.load_dataset(source)
+    except Exception as e:  # noqa: BLE001 - offline, missing or malformed: one clear message
+        raise DatasetUnavailable(f"could not load {name} from {source!r} ({type(e).__name__}: {e}). {hint}") from None

@@ -36,3 +36,23 @@ def test_errors_name_the_fix(tmp_path):
         data.load_dataset("toy_blobs", root=tmp_path)
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         data.build("nope", root=tmp_path)
+
+
+def test_load_source_reads_local_copies_and_names_the_fix_when_missing(tmp_path, monkeypatch):
+    import datasets
+
+    from harness.data import DatasetUnavailable, load_source
+
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": [f"{s} a", f"{s} b"]})
+                               for s in ("train", "validation", "test")})
+    dd.save_to_disk(str(tmp_path / "disk"))
+    for split, ds in dd.items():  # the same rows as a folder of parquet files
+        (tmp_path / "pq").mkdir(exist_ok=True)
+        ds.to_parquet(str(tmp_path / "pq" / f"{split}-00000.parquet"))
+    for folder in ("disk", "pq"):
+        monkeypatch.setenv("MY_SOURCE", str(tmp_path / folder))
+        got = load_source("corpus", "MY_SOURCE", "org/corpus", "a text column")
+        assert {s: got[s]["text"] for s in got} == {s: dd[s]["text"] for s in dd}
+    monkeypatch.setenv("MY_SOURCE", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetUnavailable, match=r"does not exist.*set MY_SOURCE to a local copy.*a text column"):
+        load_source("corpus", "MY_SOURCE", "org/corpus", "a text column")

@@ -6,7 +6,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sqlite3
 import uuid
 from pathlib import Path
 

@@ -17,14 +17,12 @@ official train set is held out as the clean validation set (repo protocol, fixed
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.config import ConfigError
+from harness.data import DatasetUnavailable, load_source
 
 #: Seed of every train/validation/test split (fixed: the split is part of the dataset).
 SPLIT_SEED = 0
@@ -38,10 +36,6 @@ CIFAR_NORM = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
-
-
-class DatasetUnavailable(ConfigError):
-    """A paper-scale dataset cannot be obtained (offline, no local copy)."""
 
 
 # -- small-scale builders -----------------------------------------------------------------
@@ -100,22 +94,8 @@ def build_mnist1d():
 # -- paper-scale builders -----------------------------------------------------------------
 
 def _load_source(name: str):
-    import datasets
-
     env_var, hub_id, _ = CIFAR_SOURCES[name]
-    source = os.environ.get(env_var) or hub_id
-    hint = (f"Paper scale needs the {name.upper()} dataset: run with network access to the Hugging "
-            f"Face hub ({hub_id}), or set {env_var} to a local copy in the HF format (a folder of "
-            f"train/test parquet files with columns img and label, or a save_to_disk folder).")
-    path = Path(source).expanduser()
-    try:
-        if (path / "dataset_dict.json").exists():
-            return datasets.load_from_disk(str(path))
-        if source != hub_id and not path.exists():
-            raise FileNotFoundError(f"{env_var}={source!r} does not exist")
-        return datasets.load_dataset(str(path) if path.exists() else source)
-    except Exception as e:  # noqa: BLE001 - offline / missing data: one clear message
-        raise DatasetUnavailable(f"could not load {name} from {source!r} ({type(e).__name__}: {e}). {hint}") from None
+    return load_source(name.upper(), env_var, hub_id, "train/test splits with columns img and label")
 
 
 def build_cifar(name: str):

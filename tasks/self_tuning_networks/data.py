@@ -17,21 +17,15 @@ Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from harness.config import ConfigError
+from harness.data import DatasetUnavailable, load_source  # noqa: F401 - re-exported
 
 SPLIT_SEED = 0
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
-class DatasetUnavailable(ConfigError):
-    """A paper-scale dataset cannot be obtained (offline, no local copy)."""
 
 
 def _stratified(y: np.ndarray, sizes: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,34 +74,16 @@ SOURCES = {
 }
 
 
-def load_source(name: str):
-    """``datasets`` DatasetDict from the env var's source (hub id, parquet folder or save_to_disk)."""
-    import datasets
-
-    env_var, hub_id, layout = SOURCES[name]
-    source = os.environ.get(env_var) or hub_id
-    hint = (f"Paper scale needs {name}: run with network access to the Hugging Face hub ({hub_id}), "
-            f"or set {env_var} to a local copy in the HF format ({layout}; a folder of parquet files "
-            "or a save_to_disk folder).")
-    path = Path(source).expanduser()
-    try:
-        if (path / "dataset_dict.json").exists():
-            return datasets.load_from_disk(str(path))
-        if source != hub_id and not path.exists():
-            raise FileNotFoundError(f"{env_var}={source!r} does not exist")
-        if path.is_dir():
-            files = {s: sorted(str(p) for p in path.glob(f"{s}*.parquet")) for s in ("train", "validation", "test")}
-            return datasets.load_dataset("parquet", data_files={k: v for k, v in files.items() if v})
-        return datasets.load_dataset(source)
-    except (ConnectionError, FileNotFoundError, OSError, ValueError) as e:
-        raise DatasetUnavailable(f"{hint} ({type(e).__name__}: {e})") from None
+def _source(name: str):
+    """The raw DatasetDict of a paper-scale dataset (``harness.data.load_source``)."""
+    return load_source(name, *SOURCES[name])
 
 
 def build_stn_cifar10():
     """CIFAR-10 as uint8 HWC flattened; validation = the last 20% of the official train split."""
     import datasets
 
-    dd = load_source("stn_cifar10")
+    dd = _source("stn_cifar10")
     train = dd["train"]
     n_val = len(train) // 5
     features = datasets.Features({"x": datasets.Sequence(datasets.Value("uint8")),
@@ -126,7 +102,7 @@ def build_stn_ptb():
     """Penn Treebank lines, as given by the source (column ``text`` or ``sentence``)."""
     import datasets
 
-    dd = load_source("stn_ptb")
+    dd = _source("stn_ptb")
     out = {}
     for split in ("train", "validation", "test"):
         ds = dd[split]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import pytest
 
 from harness.api import ClaimEvidence
 from harness.dag import plan
-from harness.record import read_record
 from tasks.infinite_compute import task
 from tasks.infinite_compute import data as ic_data
 

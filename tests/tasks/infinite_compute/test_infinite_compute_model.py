@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tasks.infinite_compute.model import PAPER_PRESETS, LlamaLM, ModelConfig
-from tasks.infinite_compute.train import TrainConfig, lm_loss, train_step
+from tasks.infinite_compute.train import lm_loss, train_step
 
 
 def small(**kw):

@@ -1,6 +1,5 @@
 """Claim 1's ridge check (closed form, grid, STN fit) and the search baselines' proposals."""
 
-import math
 
 import numpy as np
 import pytest

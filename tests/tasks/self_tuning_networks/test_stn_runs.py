@@ -2,7 +2,6 @@
 resume, claims and figures; paper-scale loaders on tiny local fixtures."""
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
