@@ -3,7 +3,12 @@
 A task.yaml is validated into a frozen :class:`TaskConfig`. The resolved
 hyperparameters of one run are, in order of precedence (last wins)::
 
-    scales.<scale>.defaults  <  scales.<scale>.methods.<method>  <  grid point  <  --set overrides
+    scales.<scale>.defaults  <  scales.<scale>.benchmarks.<benchmark>.defaults
+        <  scales.<scale>.methods.<method>  <  grid point  <  --set overrides
+
+A benchmark's ``defaults`` (optional) let one scale hold benchmarks that train differently (a
+language model and an image classifier at paper scale); :meth:`TaskConfig.for_benchmark` applies
+them when a run is resolved for its benchmark.
 
 Variant names are canonical: ``method`` or ``method[k=v,...]`` with keys sorted and
 values written by :func:`format_value`, so the same point always gets the same name
@@ -179,6 +184,8 @@ class ScaleSpec(_Strict):
                 raise ValueError(f"benchmark name {name!r} must be path-safe (letters, digits, _ . -)")
             if not isinstance(spec, dict) or "dataset" not in spec:
                 raise ValueError(f"benchmark {name!r} needs a 'dataset' key")
+            if not isinstance(spec.get("defaults", {}), dict):
+                raise ValueError(f"benchmark {name!r}: 'defaults' must map hyperparameter names to values")
         return v
 
     @field_validator("seeds")
@@ -331,6 +338,20 @@ class TaskConfig(_Strict):
         s = self.scale(scale)
         restricted = (s.methods.get(method) or {}).get("benchmarks")
         return list(restricted) if restricted else list(s.benchmarks)
+
+    def for_benchmark(self, scale: str, method: Method, benchmark: Benchmark) -> Method:
+        """``method`` with the benchmark's ``defaults`` slotted in above the scale's defaults and
+        below the method's own values, its grid point and overrides (module docstring)."""
+        bench_defaults = benchmark.settings.get("defaults") or {}
+        if not bench_defaults:
+            return method
+        s = self.scale(scale)
+        params = dict(s.methods.get(method.name) or {})
+        params.pop("grid", None)
+        params.pop("benchmarks", None)
+        hp = {**s.defaults, **bench_defaults, **params, **method.grid_point}
+        return Method(name=method.name, variant=method.variant, hyperparameters=hp, description=method.description,
+                      grid_point=method.grid_point, select=method.select)
 
     def resolve(self, scale: str, variant: str, overrides: Mapping[str, Any] | None = None) -> Method:
         """A variant by name, with overrides. Unknown grid coordinates act as overrides."""

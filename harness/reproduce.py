@@ -57,7 +57,9 @@ def reproduce(run_id: str, results_dir: str | Path = "results", registry_url: st
     results_dir = Path(results_dir)
     rec = find_record(run_id, results_dir, registry_url)
     task = get_task(rec["task"])
-    base = task.config.resolve(rec["scale"], rec["variant"]).hyperparameters
+    cfg = task.config
+    base = cfg.for_benchmark(rec["scale"], cfg.resolve(rec["scale"], rec["variant"]),
+                             cfg.benchmark(rec["scale"], rec["benchmark"])).hyperparameters
     overrides = {k: v for k, v in rec["config"].items() if base.get(k) != v}
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         _link_required(rec, results_dir, Path(tmp))

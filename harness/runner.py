@@ -207,7 +207,8 @@ class LocalRunContext(RunContext):
 def resolve(task: Task, variant: str, benchmark: str, scale: str,
             overrides: Mapping[str, Any] | None = None) -> tuple[Method, Benchmark]:
     cfg = task.config
-    return cfg.resolve(scale, variant, overrides), cfg.benchmark(scale, benchmark)
+    bench = cfg.benchmark(scale, benchmark)
+    return cfg.for_benchmark(scale, cfg.resolve(scale, variant, overrides), bench), bench
 
 
 def compute_run_id(task: Task, method: Method, bench: Benchmark, seed: int, scale: str,

@@ -39,6 +39,26 @@ def test_resolve_grid_point_and_overrides():
     assert m2.variant == m.variant and m2.hyperparameters == m.hyperparameters
 
 
+def test_benchmark_defaults_sit_between_scale_defaults_and_method_values(tmp_path):
+    def mutate(raw):
+        tiny = raw["scales"]["tiny"]
+        tiny["benchmarks"]["toy-a"]["defaults"] = {"epochs": 9, "lr": 0.9, "extra": 1}
+        tiny["benchmarks"]["toy-b"] = {"dataset": "toy_blobs"}
+        tiny["methods"]["pair"] = {"lr": 0.2}
+
+    cfg = load_task_config(_write(tmp_path, mutate))
+    a, b = cfg.benchmark("tiny", "toy-a"), cfg.benchmark("tiny", "toy-b")
+    grid = cfg.resolve("tiny", "sgd[lr=0.5]")
+    # The grid point keeps its lr; the benchmark's epochs replace the scale's 3.
+    assert cfg.for_benchmark("tiny", grid, a).hyperparameters == {"lr": 0.5, "epochs": 9, "extra": 1}
+    assert cfg.for_benchmark("tiny", cfg.resolve("tiny", "pair"), a).hyperparameters["lr"] == 0.2  # method value wins
+    assert cfg.for_benchmark("tiny", grid, b) is grid  # a benchmark without defaults changes nothing
+    over = cfg.resolve("tiny", "sgd[lr=0.5]", overrides={"epochs": 2})
+    assert cfg.for_benchmark("tiny", over, a).hyperparameters["epochs"] == 2  # --set wins
+    with pytest.raises(ConfigError, match="'defaults' must map"):
+        load_task_config(_write(tmp_path, lambda r: r["scales"]["tiny"]["benchmarks"]["toy-a"].update(defaults=[1])))
+
+
 def test_variant_names_are_canonical_and_path_safe():
     assert variant_name("m", {"b": 2, "a": 0.5}) == "m[a=0.5,b=2]"
     assert parse_variant("m[b=2, a=0.5]") == ("m", {"a": 0.5, "b": 2})

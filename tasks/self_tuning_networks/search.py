@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,18 +23,39 @@ RANDOM_STREAM = 7919
 TPE_STARTUP = 3  # random proposals before TPE models the history (Optuna's default 10 > our 9 trials)
 
 
-def grid_point(names: Sequence[str], hp: Mapping[str, Any], cutout_max: int) -> dict[str, float]:
-    """Grid trial: one shared dropout for every dropout layer; the cutout side as a fraction of the
-    benchmark's maximum (so one grid serves 8x8 digits and 28x28 MNIST); other tuned
-    hyperparameters (paper scale) at ``grid_<name>`` or their start value."""
+def grid_point(params: Sequence[HParam], hp: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, float]:
+    """A grid trial's point. Its axes come from the trial's own hyperparameters (``dropout``,
+    ``cutout_frac``: the small-scale grids) or, when the trial has a ``point`` index, from the
+    benchmark's ``search_grid`` (axes expanded in declaration order: one scale can hold benchmarks
+    with different grids of the same size). Axis names: a tuned hyperparameter's own name;
+    ``dropout`` = one shared rate for every ``dropout*`` hyperparameter; ``cutout_frac`` = cutout
+    side as a fraction of the benchmark's ``cutout_max`` (so one grid serves 8x8 and 28x28
+    images); ``ar_tar`` = α and β together. Tuned hyperparameters on no axis keep ``grid_<name>``
+    or their start value."""
+    if "point" in hp:
+        grid = settings.get("search_grid")
+        if not grid:
+            raise ValueError("grid_trial[point=k] needs the benchmark's 'search_grid' (axis -> values) in task.yaml")
+        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        k = int(hp["point"])
+        if not 0 <= k < len(points):
+            raise ValueError(f"grid_trial[point={k}]: the benchmark's search_grid has {len(points)} points (0..{len(points) - 1})")
+        axes = points[k]
+    else:
+        axes = {k: hp[k] for k in ("dropout", "cutout_frac") if k in hp}
     point = {}
-    for n in names:
-        if n.startswith("dropout"):
-            point[n] = float(hp["dropout"])
-        elif n == "cutout":
-            point[n] = float(round(float(hp["cutout_frac"]) * cutout_max))
+    for p in params:
+        n = p.name
+        if n in axes:
+            point[n] = float(axes[n])
+        elif n.startswith("dropout") and "dropout" in axes:
+            point[n] = float(axes["dropout"])
+        elif n == "cutout" and "cutout_frac" in axes:
+            point[n] = float(round(float(axes["cutout_frac"]) * int(settings["cutout_max"])))
+        elif n in ("alpha", "beta") and "ar_tar" in axes:
+            point[n] = float(axes["ar_tar"])
         else:
-            point[n] = float(hp.get(f"grid_{n}", hp.get("start_jitter", 0.05)))
+            point[n] = float(hp.get(f"grid_{n}", p.start))
     return point
 
 

@@ -130,7 +130,8 @@ class STNLinear(nn.Module):
     not in the paper). ``hyper=False`` gives the plain ``nn.Linear``-equivalent base layer.
     """
 
-    def __init__(self, in_features: int, out_features: int, num_hparams: int = 0, hyper: bool = True):
+    def __init__(self, in_features: int, out_features: int, num_hparams: int = 0, hyper: bool = True,
+                 elem_scalar: bool = True):
         super().__init__()
         self.out_features = out_features
         self.hyper = hyper and num_hparams > 0
@@ -142,12 +143,16 @@ class STNLinear(nn.Module):
             self.hyper_bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
             self.gates = nn.Linear(num_hparams, 2 * out_features, bias=False)
             nn.init.normal_(self.gates.weight, std=0.01)
-            self.elem_scalar = nn.Parameter(torch.ones(1))
+            # The official CNN layers scale the elementary path by a learnable scalar; its LSTM
+            # layers do not (``elem_scalar=False``).
+            self.elem_scalar = nn.Parameter(torch.ones(1)) if elem_scalar else None
 
     def forward(self, x: torch.Tensor, hnet: torch.Tensor | None = None) -> torch.Tensor:
         if not self.hyper:
             return F.linear(x, self.weight, self.bias)
-        out = F.linear(x, self.weight, self.bias) * self.elem_scalar
+        out = F.linear(x, self.weight, self.bias)
+        if self.elem_scalar is not None:
+            out = out * self.elem_scalar
         if hnet is None:
             return out
         g = self.gates(hnet)
@@ -201,6 +206,16 @@ def example_dropout(x: torch.Tensor, p: torch.Tensor | None, channel: bool = Fal
     view = (-1,) + (1,) * (len(shape) - 1)
     mask = (torch.rand(shape, device=x.device) < keep.view(view)).to(x.dtype)
     return x * mask / keep.view(view)
+
+
+def locked_dropout(x: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+    """Variational ("locked") dropout on a (B, T, F) sequence: one mask per sequence, shared over
+    time, with one rate per example (``p``: (B,), detached), as the official LSTM's LockedDropout."""
+    if p is None:
+        return x
+    keep = (1.0 - p.detach().to(x.dtype)).clamp_min(1e-3).view(-1, 1, 1)
+    mask = (torch.rand(x.shape[0], 1, x.shape[2], device=x.device) < keep).to(x.dtype)
+    return x * mask / keep
 
 
 def cutout(images: torch.Tensor, length: torch.Tensor, holes: torch.Tensor | None = None,

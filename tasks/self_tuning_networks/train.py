@@ -31,6 +31,24 @@ COST_EVAL = 1.0 / 3.0
 ValuesFn = Callable[[int, int], Mapping[str, float]]
 
 
+def nonmono_trigger(history: list[float], val: float, window: int) -> bool:
+    """The official code's LR-decay trigger (AWD-LSTM's non-monotone rule): this epoch's
+    validation loss is worse than the best of the epochs older than ``window``. ``history``
+    holds the previous epochs' losses; ``window`` 0 disables the rule."""
+    return window > 0 and len(history) > window and val > min(history[:-window])
+
+
+def decay_lr(opt, st: dict, hp: Mapping[str, Any], val: float) -> bool:
+    """Apply the non-monotone decay (``lr_decay_window`` epochs, factor ``lr_decay``) after an
+    epoch; record the loss; True when the LR fell below ``min_lr`` (the official stopping rule)."""
+    if nonmono_trigger(st["val_history"], val, int(hp.get("lr_decay_window", 0))):
+        st["lr"] *= float(hp.get("lr_decay", 0.1))
+        for group in opt.param_groups:
+            group["lr"] = st["lr"]
+    st["val_history"].append(val)
+    return st["lr"] < float(hp.get("min_lr", 0.0))
+
+
 def regularise(x: torch.Tensor, vals: Mapping[str, torch.Tensor], data: ImageData, max_holes: int = 1):
     """Training-time input pipeline with per-example hyperparameter values: colour jitter on [0, 1]
     images, normalisation, cutout, input scaling; returns (inputs, layer dropout rates)."""
@@ -74,7 +92,7 @@ def fit(model, data: ImageData, hp: Mapping[str, Any], ctx, *, space: HyperSpace
     sopt = torch.optim.Adam([space.s], lr=float(hp["scale_lr"])) if stn else None
 
     st = {"epoch": -1, "step": 0, "cost": 0.0, "bad": 0, "best": None, "schedule": [], "val_perm": None, "val_pos": 0,
-          "hyper_steps": 0, "curve": {"cost_epochs": [], "val_nll": []}}
+          "hyper_steps": 0, "curve": {"cost_epochs": [], "val_nll": []}, "lr": float(hp["lr"]), "val_history": []}
     saved = ctx.restore()
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -154,7 +172,9 @@ def fit(model, data: ImageData, hp: Mapping[str, Any], ctx, *, space: HyperSpace
             st["bad"] = 0
         else:
             st["bad"] += 1
-        done = st["bad"] >= int(hp["patience"]) or epoch + 1 >= int(hp["epochs"]) or not math.isfinite(val_nll)
+        lr_spent = decay_lr(opt, st, hp, val_nll)
+        done = (st["bad"] >= int(hp["patience"]) or epoch + 1 >= int(hp["epochs"]) or not math.isfinite(val_nll)
+                or lr_spent)
         every = int(hp.get("checkpoint_every", 50))
         if not done and every > 0 and (epoch + 1) % every == 0:
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "loop": st}

@@ -15,6 +15,7 @@ def stn_data_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("stn-data")
     build("stn_digits", root)
+    build("stn_toy_text", root)
     return root
 
 

@@ -38,7 +38,7 @@ def test_ridge_stn_tracks_the_best_response():
 def test_search_points_are_deterministic_and_in_range():
     params = hyperparameters("mlp", {"cutout_max": 4}, {})
     names = [p.name for p in params]
-    g = grid_point(names, {"dropout": 0.3, "cutout_frac": 0.5}, 4)
+    g = grid_point(params, {"dropout": 0.3, "cutout_frac": 0.5}, {"cutout_max": 4})
     assert g == {"dropout_in": 0.3, "dropout_h1": 0.3, "dropout_h2": 0.3, "cutout": 2.0}
     a, b = random_point(params, 0, 3), random_point(params, 0, 3)
     assert a == b and a != random_point(params, 0, 4) and a != random_point(params, 1, 3)
@@ -51,3 +51,18 @@ def test_search_points_are_deterministic_and_in_range():
     assert tpe_point(params, 0, 4, hist[:3]) != t1 or tpe_point(params, 1, 4, hist) != t1
     starts = [tpe_point(params, 0, k, hist[:k]) for k in range(3)]  # start-up trials differ
     assert len({tuple(s.values()) for s in starts}) == 3
+
+
+def test_benchmark_search_grid_points_for_the_language_model():
+    from tasks.self_tuning_networks.lstm import lm_hyperparameters
+
+    settings = {"tune": ["dropouto", "wdrop", "alpha", "beta"], "search_grid": {"dropout": [0.1, 0.5], "ar_tar": [0.0, 2.0]}}
+    params = lm_hyperparameters(settings, {"start_dropout": 0.05, "start_ar_tar": 0.05})
+    assert [p.name for p in params] == ["alpha", "beta", "dropouto", "wdrop"]  # the official order
+    pts = [grid_point(params, {"point": k, "grid_wdrop": 0.2}, settings) for k in range(4)]
+    assert pts[1] == {"alpha": 2.0, "beta": 2.0, "dropouto": 0.1, "wdrop": 0.2}  # axes in declaration order
+    assert pts[2]["dropouto"] == 0.5 and pts[2]["alpha"] == 0.0
+    assert grid_point(params, {"point": 0}, settings)["wdrop"] == 0.05  # not on an axis: its start value
+    with pytest.raises(ValueError, match="has 4 points"):
+        grid_point(params, {"point": 4}, settings)
+    assert 0.0 <= random_point(params, 0, 0)["alpha"] <= 3.0

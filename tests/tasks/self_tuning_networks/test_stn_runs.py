@@ -22,7 +22,7 @@ def test_tiny_dag_end_to_end(tmp_path, stn_env):
     from harness.dag import plan
 
     runs = plan("tiny", [TASK], results_dir=str(tmp_path))
-    done, records = set(), {}
+    done, by_bench = set(), {"digits": {}, "lm": {}}
     pending = dict(runs)
     while pending:  # the DAG's order: a run starts once its required records exist
         ready = [k for k, r in pending.items() if all(q in done for q in r.requires)]
@@ -30,26 +30,31 @@ def test_tiny_dag_end_to_end(tmp_path, stn_env):
         for key in ready:
             r = pending.pop(key)
             rec = run_one(TASK, r.variant, r.benchmark, r.seed, "tiny", results_dir=tmp_path)
-            assert rec["status"] == "ok", (r.variant, rec.get("error"))
-            records[r.variant] = rec
+            assert rec["status"] == "ok", (r.variant, r.benchmark, rec.get("error"))
+            by_bench[r.benchmark][r.variant] = rec
             done.add(key)
-    methods = {v.split("[")[0] for v in records}
-    assert methods == set(task.config.scale("tiny").methods)
-    stn = records["stn"]
-    sched = stn["info"]["schedule"]
-    assert len(sched["dropout_h1"]) == stn["info"]["epochs_run"]
-    assert all(float(c).is_integer() for c in sched["cutout"])
-    assert [p["step"] for p in stn["curves"]["hparams"]] == list(range(stn["info"]["epochs_run"]))
-    assert stn["info"]["hyper_steps"] > 0
-    # Replay follows STN's schedule, final holds its last value, jitter uses the grid's winner.
-    assert records["stn_final"]["info"]["hparams"] == stn["info"]["final"]
-    grid = records["grid_search"]
-    assert records["best_fixed_jitter"]["info"]["hparams"] == grid["info"]["hparams"]
-    trial_costs = sum(metrics(records[v])["cost_epochs"] for v in records if v.startswith("grid_trial"))
-    assert metrics(grid)["cost_epochs"] == pytest.approx(trial_costs) and metrics(grid)["n_trials"] == 2
-    assert [r["variant"] for r in records["tpe_trial[trial=1]"]["requires"]] == ["tpe_trial[trial=0]"]
-    # A plain training epoch costs 1, an STN epoch with hyper steps about 3.
-    assert metrics(stn)["cost_epochs"] > 2 * metrics(records["stn_final"])["cost_epochs"]
+    assert {v.split("[")[0] for v in by_bench["digits"]} == set(task.config.scale("tiny").methods)
+    assert {v.split("[")[0] for v in by_bench["lm"]} == set(task.config.scale("tiny").methods) - {"ridge_check"}
+    for bench, records in by_bench.items():
+        stn = records["stn"]
+        sched = stn["info"]["schedule"]
+        assert len(sched["dropouto" if bench == "lm" else "dropout_h1"]) == stn["info"]["epochs_run"]
+        assert [p["step"] for p in stn["curves"]["hparams"]] == list(range(stn["info"]["epochs_run"]))
+        assert stn["info"]["hyper_steps"] > 0
+        # Replay follows STN's schedule, final holds its last value, jitter uses the grid's winner.
+        assert records["stn_final"]["info"]["hparams"] == stn["info"]["final"]
+        grid = records["grid_search"]
+        assert records["best_fixed_jitter"]["info"]["hparams"] == grid["info"]["hparams"]
+        trial_costs = sum(metrics(records[v])["cost_epochs"] for v in records if v.startswith("grid_trial"))
+        assert metrics(grid)["cost_epochs"] == pytest.approx(trial_costs) and metrics(grid)["n_trials"] == 2
+        assert [r["variant"] for r in records["tpe_trial[trial=1]"]["requires"]] == ["tpe_trial[trial=0]"]
+        # A plain training epoch costs 1, an STN epoch with hyper steps about 3.
+        assert metrics(stn)["cost_epochs"] > 2 * metrics(records["stn_final"])["cost_epochs"]
+    assert all(float(c).is_integer() for c in by_bench["digits"]["stn"]["info"]["schedule"]["cutout"])
+    lm = by_bench["lm"]
+    assert {metrics(lm[v])["hp_dropouto"] for v in lm if v.startswith("grid_trial")} == {0.0, 0.5}
+    assert metrics(lm["stn"])["test_ppl"] < 40  # far below the 40-word uniform guess after 3 epochs
+    records = {f"{b}/{v}": r for b, recs in by_bench.items() for v, r in recs.items()}
     # Claims and figures over the recorded runs.
     rows = [{"run_id": r["run_id"], "task": TASK, "method": r["method"], "variant": r["variant"],
              "benchmark": r["benchmark"], "seed": r["seed"], "scale": "tiny", "status": r["status"],
@@ -63,7 +68,7 @@ def test_tiny_dag_end_to_end(tmp_path, stn_env):
                              "wall_s": r["timings"]["wall_s"], "info": r["info"], "record_json": json.dumps(r)}
                             for r in records.values()])
     figs = task.figures(runs_df, "tiny")
-    assert [t.split(":")[0] for t, _ in figs] == ["digits", "digits"]
+    assert [t.split(":")[0] for t, _ in figs] == ["digits", "digits", "lm", "lm"]
     assert all(svg.startswith("<svg") for _, svg in figs)
 
 
