@@ -8,6 +8,8 @@ Small scale, offline (card §8): a small training set so that regularisation mat
   pixels / 255.
 * ``stn_toy_text``: a tiny grammar-generated word corpus for the language model's tiny-scale
   DAG (plumbing only).
+* ``stn_docstrings``: the standard library's docstrings as a PTB-format word corpus (small-scale
+  language model; see :func:`build_stn_docstrings`).
 
 Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by an env var.
 
@@ -19,7 +21,9 @@ Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -98,6 +102,55 @@ def build_stn_toy_text():
                                  for split, n in (("train", 2000), ("validation", 200), ("test", 200))})
 
 
+DOCS_VOCAB = 2000  # PTB keeps its 10k most frequent words; a 2k vocabulary covers 93% here
+DOCS_SPLIT = {"validation": 0.1, "test": 0.1}
+_DOC_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+(?:\.[0-9]+)?|[.,;:()]")
+
+
+def _docstring_lines(path: Path) -> list[list[str]]:
+    """The docstrings of one file (module, classes, functions; ``ast.walk`` order), one line per
+    paragraph, lower-cased words and punctuation, numbers as ``N`` (PTB's convention)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):
+        return []
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            for para in re.split(r"\n\s*\n", doc or ""):
+                words = ["N" if w[0].isdigit() else w for w in _DOC_TOKEN.findall(para.lower())]
+                if len(words) >= 3:
+                    lines.append(words)
+    return lines
+
+
+def build_stn_docstrings():
+    """A small English-ish word corpus, offline: the docstrings of the Python standard library
+    (tests excluded), split by file (80/10/10, seed 0), words outside the training split's 2,000
+    most frequent as ``<unk>`` — Penn Treebank's format at a fifth of its vocabulary. Depends on
+    the Python version that builds it (the content hash records which)."""
+    import collections
+
+    import datasets
+
+    from tasks._common.stdlib_corpus import stdlib_files
+
+    files = [f for f in stdlib_files() if not any(part.startswith("test") for part in f.parts)]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
+    n_val, n_test = (int(round(DOCS_SPLIT[k] * len(files))) for k in ("validation", "test"))
+    parts = {"validation": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    lines = {split: [ln for i in sorted(idx.tolist()) for ln in _docstring_lines(files[i])] for split, idx in parts.items()}
+    counts = collections.Counter(w for ln in lines["train"] for w in ln)
+    vocab = {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:DOCS_VOCAB]}
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({"text": [" " + " ".join(w if w in vocab else "<unk>" for w in ln) + " "
+                                                    for ln in lines[split]]})
+        for split in ("train", "validation", "test")})
+
+
 # -- paper scale ----------------------------------------------------------------------------
 
 SOURCES = {
@@ -144,6 +197,7 @@ def build_stn_ptb():
 
 
 BUILDERS = {"stn_digits": build_stn_digits, "stn_mnist": build_stn_mnist, "stn_toy_text": build_stn_toy_text,
+            "stn_docstrings": build_stn_docstrings,
             "stn_cifar10": build_stn_cifar10, "stn_ptb": build_stn_ptb}
 
 

@@ -134,7 +134,13 @@ def run_language_model(task, method, benchmark, hp: dict[str, Any], ctx) -> RunR
     from .train_lm import batchify, chunks, fit_lm
 
     settings = benchmark.settings
-    data = load_text(benchmark.dataset).to(ctx.device)
+    data = load_text(benchmark.dataset)
+    # Smaller training / validation sets (small scale): regularisation matters sooner, runs are cheaper.
+    if settings.get("train_tokens"):
+        data.train = data.train[:int(settings["train_tokens"])]
+    if settings.get("val_tokens"):
+        data.val = data.val[:int(settings["val_tokens"])]
+    data = data.to(ctx.device)
     params = lm_hyperparameters(settings, hp)
     fixed = fixed_regularisers(settings)
     constrained = bool(settings.get("hnet_constrained", False))
