@@ -49,6 +49,57 @@ def decay_lr(opt, st: dict, hp: Mapping[str, Any], val: float) -> bool:
     return st["lr"] < float(hp.get("min_lr", 0.0))
 
 
+def restore_state(ctx, st: dict, model, opt, space: HyperSpace | None, hyper_opts: Mapping[str, Any]) -> dict:
+    """Resume from the run's last checkpoint, if any: weights, optimisers, λ and σ, loop state."""
+    saved = ctx.restore()
+    if saved is None:
+        return st
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    if space is not None:
+        space.load_state_dict(saved["space"])
+    for name, o in hyper_opts.items():
+        if o is not None:
+            o.load_state_dict(saved[name])
+    return saved["loop"]
+
+
+def end_epoch(st: dict, epoch: int, val_nll: float, model, opt, space: HyperSpace | None,
+              hyper_opts: Mapping[str, Any], hp: Mapping[str, Any], ctx) -> bool:
+    """What both loops do after an epoch's validation: the curve, the best-validation snapshot
+    (weights and λ: the official checkpoint rule), patience, the LR rule, the periodic
+    checkpoint. True when training stops."""
+    st["epoch"] = epoch
+    st["curve"]["cost_epochs"].append(round(st["cost"], 4))
+    st["curve"]["val_nll"].append(round(val_nll, 6))
+    if st["best"] is None or val_nll < st["best"]["val_nll"]:
+        st["best"] = {"val_nll": val_nll, "epoch": epoch, "model": copy.deepcopy(model.state_dict()),
+                      "space": copy.deepcopy(space.state_dict()) if space is not None else None}
+        st["bad"] = 0
+    else:
+        st["bad"] += 1
+    lr_spent = decay_lr(opt, st, hp, val_nll)
+    done = (st["bad"] >= int(hp["patience"]) or epoch + 1 >= int(hp["epochs"]) or not math.isfinite(val_nll)
+            or lr_spent)
+    every = int(hp.get("checkpoint_every", 50))
+    if not done and every > 0 and (epoch + 1) % every == 0:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "loop": st}
+        if space is not None:
+            state["space"] = space.state_dict()
+        state.update({name: o.state_dict() for name, o in hyper_opts.items() if o is not None})
+        ctx.checkpoint(state)
+    return done
+
+
+def load_best(st: dict, model, space: HyperSpace | None) -> dict:
+    """Put the best-validation weights (and λ) back; returns the snapshot."""
+    best = st["best"]
+    model.load_state_dict(best["model"])
+    if space is not None:
+        space.load_state_dict(best["space"])
+    return best
+
+
 def regularise(x: torch.Tensor, vals: Mapping[str, torch.Tensor], data: ImageData, max_holes: int = 1):
     """Training-time input pipeline with per-example hyperparameter values: colour jitter on [0, 1]
     images, normalisation, cutout, input scaling; returns (inputs, layer dropout rates)."""
@@ -93,15 +144,8 @@ def fit(model, data: ImageData, hp: Mapping[str, Any], ctx, *, space: HyperSpace
 
     st = {"epoch": -1, "step": 0, "cost": 0.0, "bad": 0, "best": None, "schedule": [], "val_perm": None, "val_pos": 0,
           "hyper_steps": 0, "curve": {"cost_epochs": [], "val_nll": []}, "lr": float(hp["lr"]), "val_history": []}
-    saved = ctx.restore()
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        if stn:
-            space.load_state_dict(saved["space"])
-            hopt.load_state_dict(saved["hopt"])
-            sopt.load_state_dict(saved["sopt"])
-        st = saved["loop"]
+    hyper_opts = {"hopt": hopt, "sopt": sopt}
+    st = restore_state(ctx, st, model, opt, space, hyper_opts)
 
     def next_val_batch():
         if st["val_perm"] is None or st["val_pos"] + bs > len(data.x_val):
@@ -163,31 +207,10 @@ def fit(model, data: ImageData, hp: Mapping[str, Any], ctx, *, space: HyperSpace
         st["cost"] += COST_EVAL * len(data.x_val) / n
         ctx.log(epoch, curve="train", train_loss=train_loss / n, val_nll=val_nll, val_accuracy=val_acc,
                 cost_epochs=st["cost"])
-        st["epoch"] = epoch
-        st["curve"]["cost_epochs"].append(round(st["cost"], 4))
-        st["curve"]["val_nll"].append(round(val_nll, 6))
-        if st["best"] is None or val_nll < st["best"]["val_nll"]:
-            st["best"] = {"val_nll": val_nll, "epoch": epoch, "model": copy.deepcopy(model.state_dict()),
-                          "space": copy.deepcopy(space.state_dict()) if stn else None}
-            st["bad"] = 0
-        else:
-            st["bad"] += 1
-        lr_spent = decay_lr(opt, st, hp, val_nll)
-        done = (st["bad"] >= int(hp["patience"]) or epoch + 1 >= int(hp["epochs"]) or not math.isfinite(val_nll)
-                or lr_spent)
-        every = int(hp.get("checkpoint_every", 50))
-        if not done and every > 0 and (epoch + 1) % every == 0:
-            state = {"model": model.state_dict(), "opt": opt.state_dict(), "loop": st}
-            if stn:
-                state.update(space=space.state_dict(), hopt=hopt.state_dict(), sopt=sopt.state_dict())
-            ctx.checkpoint(state)
-        if done:
+        if end_epoch(st, epoch, val_nll, model, opt, space, hyper_opts, hp, ctx):
             break
 
-    best = st["best"]
-    model.load_state_dict(best["model"])
-    if stn:
-        space.load_state_dict(best["space"])
+    best = load_best(st, model, space)
     val_nll, val_acc = evaluate(model, data.x_val, data.y_val, data, space)
     test_nll, test_acc = evaluate(model, data.x_test, data.y_test, data, space)
     out = {"val_nll": val_nll, "val_accuracy": val_acc, "test_nll": test_nll, "test_accuracy": test_acc,

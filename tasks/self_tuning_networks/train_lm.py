@@ -22,7 +22,6 @@ Compute accounting as ``train.py``, in plain-training epochs over the training t
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Mapping
 
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from .data import TextData
 from .lstm import PER_BATCH, hnet_input
 from .stn import HParam, HyperSpace
-from .train import COST_EVAL, COST_STN_HYPER, COST_STN_TRAIN, decay_lr
+from .train import COST_EVAL, COST_STN_HYPER, COST_STN_TRAIN, end_epoch, load_best, restore_state
 
 ValuesFn = Callable[[int, int], Mapping[str, float]]
 
@@ -118,16 +117,8 @@ def fit_lm(model, data: TextData, hp: Mapping[str, Any], ctx, params: list[HPara
     st = {"epoch": -1, "step": 0, "cost": 0.0, "bad": 0, "best": None, "schedule": [], "hyper_steps": 0,
           "val_pos": 0, "val_state": None, "lr": float(hp["lr"]), "val_history": [],
           "curve": {"cost_epochs": [], "val_nll": []}}
-    saved = ctx.restore()
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        if stn:
-            space.load_state_dict(saved["space"])
-            hopt.load_state_dict(saved["hopt"])
-            if sopt is not None:
-                sopt.load_state_dict(saved["sopt"])
-        st = saved["loop"]
+    hyper_opts = {"hopt": hopt, "sopt": sopt}
+    st = restore_state(ctx, st, model, opt, space, hyper_opts)
 
     def hyper_values(u: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(zip(space.names, space.constrain(u).unbind(1)))
@@ -190,33 +181,10 @@ def fit_lm(model, data: TextData, hp: Mapping[str, Any], ctx, params: list[HPara
         st["cost"] += COST_EVAL * len(data.val) / n_tokens
         ctx.log(epoch, curve="train", train_loss=train_loss / max(seen, 1), val_nll=val_nll,
                 val_ppl=math.exp(min(val_nll, 50.0)), cost_epochs=st["cost"], lr=st["lr"])
-        st["epoch"] = epoch
-        st["curve"]["cost_epochs"].append(round(st["cost"], 4))
-        st["curve"]["val_nll"].append(round(val_nll, 6))
-        if st["best"] is None or val_nll < st["best"]["val_nll"]:
-            st["best"] = {"val_nll": val_nll, "epoch": epoch, "model": copy.deepcopy(model.state_dict()),
-                          "space": copy.deepcopy(space.state_dict()) if stn else None}
-            st["bad"] = 0
-        else:
-            st["bad"] += 1
-        lr_spent = decay_lr(opt, st, hp, val_nll)
-        done = (st["bad"] >= int(hp["patience"]) or epoch + 1 >= int(hp["epochs"]) or not math.isfinite(val_nll)
-                or lr_spent)
-        every = int(hp.get("checkpoint_every", 50))
-        if not done and every > 0 and (epoch + 1) % every == 0:
-            saved_state = {"model": model.state_dict(), "opt": opt.state_dict(), "loop": st}
-            if stn:
-                saved_state.update(space=space.state_dict(), hopt=hopt.state_dict())
-                if sopt is not None:
-                    saved_state["sopt"] = sopt.state_dict()
-            ctx.checkpoint(saved_state)
-        if done:
+        if end_epoch(st, epoch, val_nll, model, opt, space, hyper_opts, hp, ctx):
             break
 
-    best = st["best"]
-    model.load_state_dict(best["model"])
-    if stn:
-        space.load_state_dict(best["space"])
+    best = load_best(st, model, space)
     val_nll = evaluate_lm(model, data.val, eval_bs, bptt, space, params, constrained)
     test_nll = evaluate_lm(model, data.test, test_bs, bptt, space, params, constrained)
     out = {"val_nll": val_nll, "test_nll": test_nll, "val_ppl": math.exp(min(val_nll, 50.0)),
