@@ -127,22 +127,28 @@ def _docstring_lines(path: Path) -> list[list[str]]:
     return lines
 
 
-def build_stn_docstrings():
+def build_stn_docstrings(root: Path | None = None):
     """A small English-ish word corpus, offline: the docstrings of the Python standard library
     (tests excluded), split by file (80/10/10, seed 0), words outside the training split's 2,000
     most frequent as ``<unk>`` — Penn Treebank's format at a fifth of its vocabulary. Depends on
     the Python version that builds it (the content hash records which)."""
     import collections
+    import sysconfig
 
     import datasets
 
     from tasks._common.stdlib_corpus import stdlib_files
 
-    files = [f for f in stdlib_files() if not any(part.startswith("test") for part in f.parts)]
+    root = Path(root or sysconfig.get_path("stdlib"))
+    # Test modules out (their docstrings repeat themselves), judged below the stdlib root only.
+    files = [f for f in stdlib_files(root) if not any(p.startswith("test") for p in f.relative_to(root).parts)]
     order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
     n_val, n_test = (int(round(DOCS_SPLIT[k] * len(files))) for k in ("validation", "test"))
     parts = {"validation": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
     lines = {split: [ln for i in sorted(idx.tolist()) for ln in _docstring_lines(files[i])] for split, idx in parts.items()}
+    if not all(lines.values()):
+        raise ValueError(f"no docstrings found under {root} for some split ({ {k: len(v) for k, v in lines.items()} }): "
+                         "build stn_docstrings with a Python whose standard library has its sources")
     counts = collections.Counter(w for ln in lines["train"] for w in ln)
     vocab = {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:DOCS_VOCAB]}
     return datasets.DatasetDict({

@@ -226,3 +226,29 @@ def test_paper_scale_ptb_configs_run_on_a_local_fixture(tmp_path, monkeypatch):
     assert metrics(grid)["hp_dropouto"] == 0.7  # the benchmark's own grid
     full = run_one(TASK, "stn", "ptb", 0, "paper", overrides=small, results_dir=tmp_path / "r")
     assert len(full["info"]["schedule"]) == 7 and full["config"]["val_ar_tar"] is True
+
+
+def test_docstring_corpus_is_ptb_shaped_split_by_file_and_deterministic(tmp_path, monkeypatch):
+    from tasks.self_tuning_networks import data as stn_data
+
+    files = []
+    for i in range(10):
+        p = tmp_path / f"mod{i}.py"
+        p.write_text(f'"""Module {i} parses 42 things.\n\nSecond paragraph, with punctuation (here)."""\n'
+                     f'def f():\n    """Return the value of thing{i} twice, zeta{"abcdefghij"[i]}."""\n    return 1\n'
+                     'def g():\n    """Short."""\n')  # 2 tokens: dropped
+        files.append(p)
+    (tmp_path / "test_mod.py").write_text('"""A test module that must be left out."""\n')
+    monkeypatch.setattr(stn_data, "DOCS_VOCAB", 19)  # the 19 words every file shares; zeta<x> is rare
+    dd = stn_data.build_stn_docstrings(tmp_path)  # (pytest's tmp_path itself has "test_" parts: judged below root)
+    assert {k: len(v) for k, v in dd.items()} == {"train": 24, "validation": 3, "test": 3}  # 3 lines a file, 8/1/1 files
+    lines = dd["train"]["text"]
+    assert lines[0] == " module N parses N things . "
+    assert lines[2].startswith(" return the value of thing N twice , <unk> . ")
+    assert " second paragraph , with punctuation ( here ) . " in lines
+    assert all("short" not in ln and "must be left out" not in ln for split in dd.values() for ln in split["text"])
+    words = {w for ln in lines for w in ln.split()}
+    assert len(words - {"<unk>"}) == 19 and not any(w.startswith("zeta") for w in words)
+    assert stn_data.build_stn_docstrings(tmp_path)["test"]["text"] == dd["test"]["text"]
+    with pytest.raises(ValueError, match="no docstrings found"):
+        stn_data.build_stn_docstrings(tmp_path / "empty")
