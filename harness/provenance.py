@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -83,10 +84,32 @@ def collect(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+#: task.yaml keys that cannot change a run's result: editing them must not rerun a study.
+RESULT_NEUTRAL_KEYS = ("claims", "published", "paper", "description")
+
+
+def _hashable_source(p: Path) -> bytes:
+    """A source file's bytes; for task.yaml, its canonical JSON without the result-neutral keys
+    (claims, published numbers, prose), so a claim threshold or a comment can change freely."""
+    if p.name != "task.yaml":
+        return p.read_bytes()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        return p.read_bytes()  # unparsable: hash the bytes; loading the task reports the error
+    if not isinstance(raw, dict):
+        return p.read_bytes()
+    kept = {k: v for k, v in raw.items() if k not in RESULT_NEUTRAL_KEYS}
+    return json.dumps(kept, sort_keys=True, default=str).encode()
+
+
 def code_hash(folder: Path) -> str:
     """sha256 over the task folder's sources (*.py, *.yaml), so editing a task reruns it.
 
-    The README and tests are excluded: prose and tests do not change results.
+    The README and tests are excluded: prose and tests do not change results. So are the parts
+    of task.yaml that cannot change a run (:data:`RESULT_NEUTRAL_KEYS`) and its formatting.
     """
     h = hashlib.sha256()
     folder = Path(folder)
@@ -94,5 +117,5 @@ def code_hash(folder: Path) -> str:
         if p.suffix not in (".py", ".yaml") or "__pycache__" in p.parts or p.name.startswith("test_"):
             continue
         h.update(str(p.relative_to(folder)).encode())
-        h.update(p.read_bytes())
+        h.update(_hashable_source(p))
     return h.hexdigest()[:16]

@@ -139,3 +139,36 @@ def test_missing_dataset_names_the_build_command(workdir, tmp_path, monkeypatch)
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="harness data build toy_blobs"):
         run_one("toy", "sgd[lr=0.1]", "toy-a", 0, "tiny")
+
+
+def test_code_hash_ignores_claims_published_and_prose_but_not_run_settings(tmp_path):
+    import shutil
+
+    import yaml
+
+    from harness.provenance import code_hash
+
+    src = Path(__file__).parent / "fixtures" / "toyplugin"
+    folder = tmp_path / "toy"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    base = code_hash(folder)
+    yml = folder / "task.yaml"
+    raw = yaml.safe_load(yml.read_text())
+
+    def with_edit(edit) -> str:
+        data = yaml.safe_load(yml.read_text())
+        edit(data)
+        yml.write_text("# a comment\n" + yaml.safe_dump(data, sort_keys=False))
+        try:
+            return code_hash(folder)
+        finally:
+            yml.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    assert code_hash(folder) == base  # re-dumped YAML, same content: formatting does not count
+    assert with_edit(lambda d: d["claims"][0].update(statement="reworded", min_effect=9.0)) == base
+    assert with_edit(lambda d: d["published"][0].update(value=1.0)) == base
+    assert with_edit(lambda d: d.update(description="new prose")) == base
+    assert with_edit(lambda d: d["scales"]["tiny"]["defaults"].update(epochs=4)) != base
+    assert with_edit(lambda d: d.update(version=d["version"] + 1)) != base
+    (folder / "extra.py").write_text("X = 1\n")
+    assert code_hash(folder) != base
