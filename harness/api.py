@@ -304,11 +304,38 @@ class Task:
                                                  **record.get("info", {})})
 
     # -- claims -----------------------------------------------------------------------
+    #: Module (relative to the task's package) holding functions ``claim_x(task, frame)``;
+    #: imported only when a claim is evaluated, so importing the task stays cheap.
+    analysis_module: str | None = "analysis"
+
     def claim_function(self, name: str) -> Callable[["pd.DataFrame"], ClaimEvidence]:
+        """``name`` as a method of the task, else ``<task package>.<analysis_module>.name``
+        bound to the task (called as ``fn(task, frame)``)."""
         fn = getattr(self, name, None)
-        if fn is None or not callable(fn):
-            raise AttributeError(f"task {self.name!r} has no claim function {name!r}")
-        return fn
+        if callable(fn):
+            return fn
+        module = self._analysis()
+        fn = getattr(module, name, None) if module is not None else None
+        if not callable(fn):
+            where = f" or of {module.__name__}" if module is not None else ""
+            raise AttributeError(f"task {self.name!r} has no claim function {name!r} (not a method{where})")
+        return lambda frame: fn(self, frame)
+
+    def _analysis(self):
+        """The task's analysis module, or None when it has none."""
+        import importlib
+        import sys
+
+        package = sys.modules[type(self).__module__].__package__
+        if not self.analysis_module or not package:
+            return None
+        target = f"{package}.{self.analysis_module}"
+        try:
+            return importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            if e.name == target:
+                return None
+            raise
 
     def figures(self, runs: "pd.DataFrame", scale: str) -> list[tuple[str, str]]:
         """Task-specific report figures: a list of (title, inline SVG)."""

@@ -62,8 +62,10 @@ def validate_paths(paths: list[str]) -> list[str]:
         cfg = task.config
         problems += _claim_problems(cfg)
         for fn in (c.function for c in cfg.claims if c.function):
-            if not callable(getattr(task, fn, None)):
-                problems.append(f"{name}: claim function {fn!r} is not a method of {type(task).__name__}")
+            try:
+                task.claim_function(fn)
+            except AttributeError as e:
+                problems.append(f"{name}: {e}")
         provided = set(task.datasets())
         for d in cfg.datasets:
             if d not in provided:

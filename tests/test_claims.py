@@ -233,3 +233,23 @@ def test_no_runs_at_all(tmp_path):
     (c,) = evaluate_claims(task, pd.DataFrame(), "small", n_boot=200)
     assert c["verdict"] == "inconclusive" and c["n_pairs"] == 0 and c["n_missing"] == 10
     assert c["effect"] is None
+
+
+def test_claim_function_finds_methods_then_the_tasks_analysis_module():
+    from harness.plugins import get_task
+
+    toy = get_task("toy")
+    with pytest.raises(AttributeError, match="has no claim function 'claim_nope' \\(not a method\\)"):
+        toy.claim_function("claim_nope")  # the toy plugin has no analysis module
+    from tasks.noisy_labels import analysis, task
+
+    calls = []
+    original = analysis.claim_kstar_small
+    try:
+        analysis.claim_kstar_small = lambda t, frame: calls.append((t, frame)) or "evidence"
+        assert task.claim_function("claim_kstar_small")("frame") == "evidence"
+    finally:
+        analysis.claim_kstar_small = original
+    assert calls == [(task, "frame")]  # bound to the task, called with the frame
+    with pytest.raises(AttributeError, match="or of tasks.noisy_labels.analysis"):
+        task.claim_function("claim_nope")

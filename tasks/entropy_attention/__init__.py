@@ -38,53 +38,19 @@ class EntropyAttentionTask(Task):
         return RunResult(metrics=metrics, status="diverged" if diverged else "ok", info=out["info"])
 
     # -- claims and the task's figures (analysis.py) -----------------------------------------
-    # Paired comparisons: analysis.COMPARISONS says which metric, arms and direction.
-    def claim_gelu_overload(self, frame):
-        return _compare(frame, "claim_gelu_overload")
+    def claim_function(self, name: str):
+        """Paired comparisons are declared in analysis.COMPARISONS (metric, arms, direction);
+        the other shape claims are analysis.claim_* (the base class finds them)."""
+        from .analysis import COMPARISONS, compare
 
-    def claim_gelu_worse_than_relu(self, frame):
-        return _compare(frame, "claim_gelu_worse_than_relu")
-
-    def claim_scaled_ffn_beats_wn(self, frame):
-        return _compare(frame, "claim_scaled_ffn_beats_wn")
-
-    def claim_scaled_ffn_beats_sn(self, frame):
-        return _compare(frame, "claim_scaled_ffn_beats_sn")
-
-    def claim_ereg_lowers_loss(self, frame):
-        return _compare(frame, "claim_ereg_lowers_loss")
-
-    def claim_ereg_less_overload(self, frame):
-        return _compare(frame, "claim_ereg_less_overload")
-
-    def claim_ereg_tmul_lowers_loss(self, frame):
-        return _compare(frame, "claim_ereg_tmul_lowers_loss")
-
-    def claim_sm_collapse(self, frame):
-        from .analysis import claim_sm_collapse
-
-        return claim_sm_collapse(self, frame)
-
-    def claim_ppl_order(self, frame):
-        from .analysis import claim_ppl_order
-
-        return claim_ppl_order(self, frame)
-
-    def claim_thresholds_nonuniform(self, frame):
-        from .analysis import claim_thresholds_nonuniform
-
-        return claim_thresholds_nonuniform(self, frame)
+        if name in COMPARISONS:
+            return lambda frame: compare(frame, name)
+        return super().claim_function(name)
 
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 
         return figures(self, runs, scale)
-
-
-def _compare(frame, name: str):
-    from .analysis import compare
-
-    return compare(frame, name)
 
 
 task = EntropyAttentionTask()

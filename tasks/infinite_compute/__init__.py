@@ -65,17 +65,7 @@ class InfiniteComputeTask(Task):
 
         return run_method(self, method, benchmark, dict(config), ctx)
 
-    # -- shape claims and figures (analysis.py) ---------------------------------------------------
-    def __getattr__(self, name: str):
-        # claim_* functions live in analysis.py; bind them lazily so importing the task stays cheap.
-        if name.startswith("claim_"):
-            from . import analysis
-
-            fn = getattr(analysis, name, None)
-            if fn is not None:
-                return lambda frame: fn(self, frame)
-        raise AttributeError(name)
-
+    # -- figures; the shape claims are analysis.claim_* (found by Task.claim_function) -----------
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

@@ -50,32 +50,7 @@ class NoisyLabelsTask(Task):
 
         return run_method(self, method, benchmark, dict(config), ctx)
 
-    # -- claims that are shapes, and the task's own figure (see analysis.py) ----------------
-    def claim_kstar_small(self, frame):
-        from .analysis import claim_kstar_small
-
-        return claim_kstar_small(self, frame)
-
-    def claim_acc_falls_after_kstar(self, frame):
-        from .analysis import claim_acc_falls_after_kstar
-
-        return claim_acc_falls_after_kstar(self, frame)
-
-    def claim_gap_grows_with_noise(self, frame):
-        from .analysis import claim_gap_grows_with_noise
-
-        return claim_gap_grows_with_noise(self, frame)
-
-    def claim_clean_cost_small(self, frame):
-        from .analysis import claim_clean_cost_small
-
-        return claim_clean_cost_small(self, frame)
-
-    def claim_dropout_close_to_nested(self, frame):
-        from .analysis import claim_dropout_close_to_nested
-
-        return claim_dropout_close_to_nested(self, frame)
-
+    # -- the task's own figure; the shape claims are analysis.claim_* (Task.claim_function) ---
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

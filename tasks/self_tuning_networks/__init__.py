@@ -55,37 +55,7 @@ class SelfTuningNetworksTask(Task):
             Metric("cost_epochs", cost, False), Metric("n_trials", float(len(refs)), False))
         return RunResult(metrics=metrics, status=best.status, info=dict(best.info))
 
-    # -- claims that are functions of the runs, and the report figures (analysis.py) --------
-    def claim_ridge_fidelity(self, frame):
-        from .analysis import claim_ridge_fidelity
-
-        return claim_ridge_fidelity(frame)
-
-    def claim_ridge_argmin(self, frame):
-        from .analysis import claim_ridge_argmin
-
-        return claim_ridge_argmin(frame)
-
-    def claim_replay_recovers(self, frame):
-        from .analysis import claim_replay_recovers
-
-        return claim_replay_recovers(frame)
-
-    def claim_schedules_converge(self, frame):
-        from .analysis import claim_schedules_converge
-
-        return claim_schedules_converge(frame)
-
-    def claim_efficiency(self, frame):
-        from .analysis import claim_efficiency
-
-        return claim_efficiency(frame)
-
-    def claim_discrete_moves(self, frame):
-        from .analysis import claim_discrete_moves
-
-        return claim_discrete_moves(frame)
-
+    # -- report figures; the shape claims are analysis.claim_* (Task.claim_function) --------
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

@@ -64,20 +64,20 @@ def _evidence(units: dict[tuple[str, int], float], details: dict[str, Any]) -> C
                          p_value=float(p), direction="greater", min_effect=0.0, details=details)
 
 
-def claim_ridge_fidelity(frame) -> ClaimEvidence:
+def claim_ridge_fidelity(task, frame) -> ClaimEvidence:
     err = _values(frame, "ridge_rel_error", method="ridge_check")
     return _evidence({k: RIDGE_REL_ERROR_MAX - v for k, v in err.items()},
                      {"threshold": RIDGE_REL_ERROR_MAX, "mean_rel_error": float(np.mean(list(err.values()))) if err else None})
 
 
-def claim_ridge_argmin(frame) -> ClaimEvidence:
+def claim_ridge_argmin(task, frame) -> ClaimEvidence:
     gap = _values(frame, "ridge_log10_lambda_gap", method="ridge_check")
     return _evidence({k: RIDGE_LOG10_GAP_MAX - v for k, v in gap.items()},
                      {"threshold_decades": RIDGE_LOG10_GAP_MAX,
                       "mean_gap_decades": float(np.mean(list(gap.values()))) if gap else None})
 
 
-def claim_replay_recovers(frame) -> ClaimEvidence:
+def claim_replay_recovers(task, frame) -> ClaimEvidence:
     stn, grid = _values(frame, "test_nll", "stn"), _values(frame, "test_nll", "grid_search")
     replay = _values(frame, "test_nll", "stn_replay")
     units = {k: (grid[k] - replay[k]) - REPLAY_FRACTION * (grid[k] - stn[k]) for k in stn.keys() & grid.keys() & replay.keys()}
@@ -90,7 +90,7 @@ def _dropout_names(frame) -> list[str]:
     return sorted({n[3:] for n in set(frame["name"]) if n.startswith("hp_dropout")}) if len(frame) else []
 
 
-def claim_schedules_converge(frame) -> ClaimEvidence:
+def claim_schedules_converge(task, frame) -> ClaimEvidence:
     names = _dropout_names(frame)
     lows = {n: _values(frame, f"hp_{n}", "stn") for n in names}
     highs = {n: _values(frame, f"hp_{n}", "stn_high_start") for n in names}
@@ -103,7 +103,7 @@ def claim_schedules_converge(frame) -> ClaimEvidence:
                       "mean_final_gap": float(np.mean(list(gaps.values()))) if gaps else None})
 
 
-def claim_efficiency(frame) -> ClaimEvidence:
+def claim_efficiency(task, frame) -> ClaimEvidence:
     """Random search restricted to the trials (in trial order) whose cumulative cost fits STN's."""
     stn_test, stn_cost = _values(frame, "test_nll", "stn"), _values(frame, "cost_epochs", "stn")
     trials: dict[tuple[str, int], list[tuple[int, float, float, float]]] = {}
@@ -127,7 +127,7 @@ def claim_efficiency(frame) -> ClaimEvidence:
     return _evidence(units, {"random_trials_within_stn_cost": used})
 
 
-def claim_discrete_moves(frame) -> ClaimEvidence:
+def claim_discrete_moves(task, frame) -> ClaimEvidence:
     opt = _values(frame, "hp_cutout", "grid_search")
     units = {}
     for variant in ("stn", "stn_high_start"):

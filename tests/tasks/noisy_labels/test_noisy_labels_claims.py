@@ -26,7 +26,7 @@ def test_task_yaml_is_consistent():
     assert len(cfg.claims) >= 7
     for c in cfg.claims:
         if c.function:
-            assert callable(getattr(task, c.function))
+            assert callable(task.claim_function(c.function))
     small = set(cfg.scale("small").benchmarks)
     for c in cfg.claims:
         assert not c.benchmarks or small & set(c.benchmarks) or c.id.endswith("asym"), c.id
@@ -42,7 +42,7 @@ def test_gap_grows_with_noise():
         vals[("nested_best", "digits-sym20", s, "test_accuracy")] = 91.0 + 0.1 * s
         vals[("ce", "digits-sym50", s, "test_accuracy")] = 80.0
         vals[("nested_best", "digits-sym50", s, "test_accuracy")] = 85.0
-    ev = task.claim_gap_grows_with_noise(frame(vals))
+    ev = task.claim_function("claim_gap_grows_with_noise")(frame(vals))
     assert ev.effect == pytest.approx(3.9) and ev.n_seeds == 3 and ev.direction == "greater"
     assert 3.79 <= ev.ci_low <= ev.effect <= ev.ci_high <= 4.01
     assert math.isnan(ev.p_value)  # 3 seeds: the CI decides
@@ -60,12 +60,12 @@ def test_clean_cost_and_kstar_and_fall():
             vals[("nested_best", b, s, "test_accuracy")] = 80.0 + s
             vals[("nested_best", b, s, "test_acc_at_K")] = 78.0 + s
     f = frame(vals)
-    clean = task.claim_clean_cost_small(f)
+    clean = task.claim_function("claim_clean_cost_small")(f)
     assert clean.effect == pytest.approx(1.0 + (-0.5 - 0.6 - 0.7) / 3)
-    k = task.claim_kstar_small(f)
+    k = task.claim_function("claim_kstar_small")(f)
     assert k.effect == pytest.approx(0.2 - 0.065) and k.ci_low > 0 and k.n_seeds == 3
     assert k.p_value == pytest.approx(1 / 2 ** 12)  # exact sign flip over 12 runs, all positive
-    fall = task.claim_acc_falls_after_kstar(f)
+    fall = task.claim_function("claim_acc_falls_after_kstar")(f)
     assert fall.effect == pytest.approx(2.0) and fall.ci_low == pytest.approx(2.0)
 
 
@@ -75,7 +75,7 @@ def test_dropout_close_to_nested():
         for b, d in zip(NOISY, (1.0, -2.0, 3.0, 0.0)):
             vals[("nested_best", b, s, "test_accuracy")] = 80.0
             vals[("dropout_best", b, s, "test_accuracy")] = 80.0 + d
-    ev = task.claim_dropout_close_to_nested(frame(vals))
+    ev = task.claim_function("claim_dropout_close_to_nested")(frame(vals))
     assert ev.effect == pytest.approx(5.0 - 1.5)
 
 
@@ -83,7 +83,7 @@ def test_empty_frame_gives_no_evidence_not_an_error():
     empty = frame({})
     for name in ("claim_kstar_small", "claim_acc_falls_after_kstar", "claim_gap_grows_with_noise",
                  "claim_clean_cost_small", "claim_dropout_close_to_nested"):
-        ev = getattr(task, name)(empty)
+        ev = task.claim_function(name)(empty)
         assert ev.n_seeds == 0 and math.isnan(ev.effect)
 
 

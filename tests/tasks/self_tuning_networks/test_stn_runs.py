@@ -107,16 +107,16 @@ def test_claim_functions_on_a_synthetic_frame():
         for k in range(4):  # trials cost 12 each: only trials 0 and 1 fit STN's 30
             add(f"random_trial[trial={k}]", "digits", s, val_nll=1.0 - 0.1 * k, test_nll=0.2 - 0.02 * k, cost_epochs=12.0)
     f = pd.DataFrame(rows)
-    ev = task.claim_ridge_fidelity(f)
+    ev = task.claim_function("claim_ridge_fidelity")(f)
     assert ev.effect == pytest.approx(0.08) and ev.n_seeds == 3
-    assert task.claim_ridge_argmin(f).effect == pytest.approx(0.15)
-    assert task.claim_replay_recovers(f).effect == pytest.approx(0.03 - 0.02)
-    conv = task.claim_schedules_converge(f)  # digits: mean |gap| 0.025 over 2 layers; docs: 0.06 over 1
+    assert task.claim_function("claim_ridge_argmin")(f).effect == pytest.approx(0.15)
+    assert task.claim_function("claim_replay_recovers")(f).effect == pytest.approx(0.03 - 0.02)
+    conv = task.claim_function("claim_schedules_converge")(f)  # digits: mean |gap| 0.025 over 2 layers; docs: 0.06 over 1
     assert conv.effect == pytest.approx(0.1 - (0.025 + 0.06) / 2) and len(conv.details["units"]) == 6
-    eff = task.claim_efficiency(f)
+    eff = task.claim_function("claim_efficiency")(f)
     assert eff.effect == pytest.approx(0.18 - 0.10)  # best of trials 0-1 on validation is trial 1
     assert eff.details["random_trials_within_stn_cost"]["digits/seed0"]["trials"] == 2
-    disc = task.claim_discrete_moves(f)  # stn starts at 1 (opt 2, ends at 2): +1; high: 4 -> 3: +1
+    disc = task.claim_function("claim_discrete_moves")(f)  # stn starts at 1 (opt 2, ends at 2): +1; high: 4 -> 3: +1
     assert disc.effect == pytest.approx(1.0) and disc.ci_low == pytest.approx(1.0)
 
 
