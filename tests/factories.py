@@ -98,3 +98,20 @@ def make_task(tmp_path: Path, claims: list[dict[str, Any]], methods_cls: type[Ta
     cls = methods_cls or Task
     task = type("ToyTask", (cls,), {"root": root})()
     return task
+
+
+class MemoryContext:
+    """RunContext stand-in: curves and the last checkpoint in memory."""
+
+    def __init__(self, seed=0):
+        self.seed, self.device, self.scale, self.out_dir = seed, "cpu", "tiny", Path(".")
+        self.curves, self.saved = {}, None
+
+    def log(self, step, curve="train", **metrics):
+        self.curves.setdefault(curve, []).append({"step": step, **metrics})
+
+    def checkpoint(self, state):
+        self.saved = state
+
+    def restore(self):
+        return None

@@ -13,7 +13,7 @@ from kernels.attention_entropy import causal_max_entropy
 from tasks.entropy_attention.configs import ARCHITECTURES
 from tasks.entropy_attention.train import entropy_penalty, entropy_summary, lr_at, train
 
-from ea_helpers import MemoryContext
+from factories import MemoryContext
 
 
 # -- Algorithm 1 ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from factories import MemoryContext
 
 from harness.runner import run_one
 from tasks.self_tuning_networks.lstm import (
@@ -15,22 +16,6 @@ from tasks.self_tuning_networks.train_lm import batchify, chunks, fit_lm
 
 TASK = "self_tuning_networks"
 ALL7 = {"tune": ["alpha", "beta", "dropouto", "dropouti", "dropouth", "dropoute", "wdrop"]}
-
-
-class MemoryContext:
-    """RunContext stand-in: curves in memory, no checkpoints."""
-
-    def __init__(self):
-        self.seed, self.device, self.curves = 0, "cpu", {}
-
-    def log(self, step, curve="train", **metrics):
-        self.curves.setdefault(curve, []).append({"step": step, **metrics})
-
-    def checkpoint(self, state):
-        pass
-
-    def restore(self):
-        return None
 
 
 def metrics(rec):
@@ -182,21 +167,11 @@ def test_lr_decays_by_the_rule_and_stops_below_min_lr():
     assert lrs[0] == 50.0 and lrs[-1] * 0.25 == pytest.approx(out["final_lr"]) or lrs[-1] == out["final_lr"]
 
 
-def test_lm_stn_run_is_deterministic_and_resumes_bit_exactly(tmp_path, stn_env, monkeypatch):
-    over = {"epochs": 3, "checkpoint_every": 1}
-    a = run_one(TASK, "stn", "lm", 0, "tiny", overrides=over, results_dir=tmp_path / "a")
-    b = run_one(TASK, "stn", "lm", 0, "tiny", overrides=over, results_dir=tmp_path / "b")
-    assert a["status"] == "ok" and metrics(a) == metrics(b)
+def test_lm_stn_run_is_deterministic_and_resumes_bit_exactly(resumed_run):
+    a = resumed_run("lm", {"epochs": 3, "checkpoint_every": 1})
     assert set(a["info"]["schedule"]) == set(ALL7["tune"]) and a["info"]["hyper_steps"] > 0
     assert {"test_ppl", "val_ppl", "hp_wdrop", "hp_alpha"} <= set(metrics(a))
     assert metrics(a)["test_ppl"] == pytest.approx(math.exp(metrics(a)["test_nll"]))
-    monkeypatch.setenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT", "1")
-    with pytest.raises(Exception, match="simulated interrupt"):
-        run_one(TASK, "stn", "lm", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
-    monkeypatch.delenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT")
-    c = run_one(TASK, "stn", "lm", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
-    assert c["timings"]["resumed_from_step"] is not None
-    assert metrics(c) == metrics(a) and c["info"]["schedule"] == a["info"]["schedule"]
 
 
 def test_paper_scale_ptb_configs_run_on_a_local_fixture(tmp_path, monkeypatch):

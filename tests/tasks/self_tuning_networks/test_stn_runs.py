@@ -72,18 +72,8 @@ def test_tiny_dag_end_to_end(tmp_path, stn_env):
     assert all(svg.startswith("<svg") for _, svg in figs)
 
 
-def test_stn_run_is_deterministic_and_resumes_bit_exactly(tmp_path, stn_env, monkeypatch):
-    over = {"epochs": 4, "checkpoint_every": 2, "warmup_epochs": 1}
-    a = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "a")
-    b = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "b")
-    assert metrics(a) == metrics(b)
-    monkeypatch.setenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT", "1")
-    with pytest.raises(Exception, match="simulated interrupt"):
-        run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
-    monkeypatch.delenv("HARNESS_INTERRUPT_AFTER_CHECKPOINT")
-    c = run_one(TASK, "stn", "digits", 0, "tiny", overrides=over, results_dir=tmp_path / "c")
-    assert c["timings"]["resumed_from_step"] is not None
-    assert metrics(c) == metrics(a) and c["info"]["schedule"] == a["info"]["schedule"]
+def test_stn_run_is_deterministic_and_resumes_bit_exactly(resumed_run):
+    resumed_run("digits", {"epochs": 4, "checkpoint_every": 2, "warmup_epochs": 1})
 
 
 def test_claim_functions_on_a_synthetic_frame():
