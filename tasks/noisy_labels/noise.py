@@ -57,14 +57,18 @@ def noise_rng(seed: int, dataset: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([int(seed), NOISE_STREAM, tag]))
 
 
-def symmetric_noise(labels: np.ndarray, rate: float, num_classes: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Flip exactly round(rate * n_c) labels of each class c to a uniformly chosen other class."""
+def _flip_setup(labels, rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both noise models' start: int64 labels, a copy to flip, an all-False flip mask."""
     labels = np.asarray(labels, dtype=np.int64)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"noise rate must be in [0, 1], got {rate}")
-    noisy = labels.copy()
-    mask = np.zeros(len(labels), dtype=bool)
+    return labels, labels.copy(), np.zeros(len(labels), dtype=bool)
+
+
+def symmetric_noise(labels: np.ndarray, rate: float, num_classes: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flip exactly round(rate * n_c) labels of each class c to a uniformly chosen other class."""
+    labels, noisy, mask = _flip_setup(labels, rate)
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
         n_flip = round_half_up(rate * len(idx))
@@ -80,11 +84,7 @@ def symmetric_noise(labels: np.ndarray, rate: float, num_classes: int,
 def asymmetric_noise(labels: np.ndarray, rate: float, class_map: Mapping[int, int],
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Flip exactly round(rate * n_c) labels of each mapped class c to class_map[c]."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"noise rate must be in [0, 1], got {rate}")
-    noisy = labels.copy()
-    mask = np.zeros(len(labels), dtype=bool)
+    labels, noisy, mask = _flip_setup(labels, rate)
     for c in sorted(class_map):
         target = class_map[c]
         if target == c:
