@@ -82,7 +82,11 @@ class RunRef:
 
 @dataclass(frozen=True)
 class Claim:
-    """A falsifiable statement of the paper and how it is tested."""
+    """A falsifiable statement of the paper and how it is tested.
+
+    Every claim reduces to one effect per independent seed; :mod:`harness.claims` alone turns
+    those into an interval, p-values and a verdict (DESIGN §3, the verdict rule).
+    """
 
     id: str
     """Short identifier, unique within the task."""
@@ -97,37 +101,49 @@ class Claim:
     control: str | None = None
     """Variant compared against."""
     benchmarks: tuple[str, ...] = ()
-    """Benchmarks over which paired differences are pooled (empty: all of the scale)."""
+    """Benchmarks whose paired differences are averaged within each seed (empty: all of the scale)."""
     direction: str = "greater"
     """``greater``: treatment - control is expected > min_effect; ``less``: < -min_effect."""
     min_effect: float = 0.0
     """Smallest effect (in metric units) that counts as reproducing the claim."""
     function: str | None = None
-    """Name of a Task method computing the evidence for a shape claim."""
+    """Name of a claim function (``claim_x`` in the task's analysis module) for a shape claim."""
     note: str = ""
     """How the small-scale test maps to the paper's claim."""
+    per_benchmark: bool = False
+    """A comparison tested on each benchmark on its own (one claim ``id@benchmark`` each, all in
+    the Holm family) instead of averaging the benchmarks within a seed."""
+    diverged: str = "worst"
+    """What a diverged arm of a comparison means: ``worst`` (default: the diverged arm takes the
+    worst finite value of the metric seen on that benchmark at this scale, so divergence counts
+    against the side that diverged) or ``exclude`` (the pair is dropped, and counted)."""
+    exploratory: bool = False
+    """A post-hoc claim: reported apart, tested without multiplicity correction, outside the Holm
+    family of the pre-registered claims."""
+    undecidable: str = ""
+    """Why this design cannot decide the claim at any number of seeds (empty: it can)."""
 
 
 @dataclass(frozen=True)
 class ClaimEvidence:
-    """What a shape-claim function returns; the verdict is computed from it centrally."""
+    """What a shape-claim function returns: one effect per independent seed.
 
-    effect: float
-    """Point estimate of the effect, oriented so that ``direction`` says which side reproduces."""
-    ci_low: float
-    """Lower end of the 95% CI (bootstrap over seeds)."""
-    ci_high: float
-    """Upper end of the 95% CI."""
-    n_seeds: int
-    """Number of independent seeds that entered the estimate."""
-    p_value: float = float("nan")
-    """Optional p-value of the null 'no effect'."""
+    The function orients each effect so that ``direction`` says which side reproduces; it never
+    computes an interval, a p-value or a verdict (the core does, once, for every claim).
+    """
+
+    per_seed: Mapping[int, float]
+    """Seed -> the claim's effect measured on that seed alone (NaN or a missing seed: no effect;
+    such seeds do not count towards n)."""
     direction: str = "greater"
     """Which side of ``min_effect`` reproduces the claim."""
     min_effect: float = 0.0
-    """Threshold on the effect."""
+    """Threshold on the effect (task.yaml may tighten it, never loosen it)."""
     details: Mapping[str, Any] = field(default_factory=dict)
-    """Anything the report should show beside the numbers."""
+    """Anything the report should show beside the numbers (descriptive only)."""
+    undecidable: str = ""
+    """Non-empty when the design cannot decide the claim (e.g. a fit with no residual degree of
+    freedom): the reason, shown with the verdict ``undecidable``."""
 
 
 @dataclass(frozen=True)

@@ -1,50 +1,64 @@
 """Claims -> verdicts. The verdict rule lives here and nowhere else.
 
-For every claim of a task (in task.yaml order) :func:`evaluate_claims` computes an
-effect, its 95% CI and a p-value, Holm-adjusts the p-values within the task, and
-turns them into a verdict.
+**The unit of inference is the seed.** Every claim reduces to one effect per independent
+seed, ``e_1..e_n``; this module alone turns them into an interval, p-values and a verdict.
 
-Comparison claims (``metric``, ``treatment``, ``control``, ``benchmarks``,
-``direction``, ``min_effect``):
+Per-seed effects
+----------------
+Comparison claims (``metric``, ``treatment``, ``control``, ``benchmarks``, ``direction``,
+``min_effect``):
 
-* runs are matched on ``variant`` (the claim's names are canonicalised, so
-  ``m[b=1,a=2]`` matches ``m[a=2,b=1]``; a bare method name whose method has a single
-  variant per (benchmark, seed) is accepted too);
-* only runs with status ``ok`` and a finite value of ``metric`` enter, on the claim's
-  benchmarks (all benchmarks of the scale when the list is empty);
-* pairs are formed on (benchmark, seed), ``d = treatment - control``;
-* ``effect = mean(d)``; ``CI`` = :func:`harness.stats.paired_bootstrap_ci` with the
-  seed as the cluster (a seed's differences across benchmarks are resampled together);
-  ``p`` = :func:`harness.stats.sign_flip_pvalue` of ``d`` with the claim's direction as
-  the alternative (``greater`` or ``less``);
-* pairs expected (benchmarks x seeds of the scale, plus any seen in the data) but
-  missing, diverged, failed or non-finite are counted in ``n_missing``.
+* runs are matched on ``variant`` (the claim's names are canonicalised, so ``m[b=1,a=2]``
+  matches ``m[a=2,b=1]``; a bare method name whose method has a single variant per
+  (benchmark, seed) is accepted too), on the claim's benchmarks (all of the scale when the
+  list is empty);
+* a pair is a (benchmark, seed) key with both arms, ``d = treatment - control``;
+* a **diverged** arm (status ``diverged`` or a non-finite value) is evidence: with
+  ``diverged: worst`` (the default) it takes the worst finite value of the metric seen on
+  that benchmark at this scale in any run of the task, so divergence counts against the
+  side that diverged; with ``diverged: exclude`` the pair is dropped. Either way it is counted
+  in ``n_diverged``. A failed or absent run is missing (``n_missing``), never evidence;
+* ``e_s = mean_b d_(b,s)`` over the benchmarks seed s has (a seed's benchmarks share its
+  initialisation, data order and noise and are not independent samples); with
+  ``per_benchmark: true`` the claim becomes one claim ``id@benchmark`` per benchmark.
 
-Function claims (``function``): ``task.claim_function(name)(frame)`` receives the long
-metrics frame of the task at this scale (:meth:`harness.registry.Registry.metrics`,
-every status but failed) and returns a :class:`harness.api.ClaimEvidence`. Its
-``direction`` is authoritative (the function orients its own effect); the threshold is
-the larger of the evidence's and the task.yaml's ``min_effect`` (task.yaml may tighten,
-never loosen). A function that raises, or returns something else, gives an
-``inconclusive`` verdict with the ``error`` text; it never stops the other claims.
+Function claims (``function``): ``task.claim_function(name)(frame)`` receives the long metrics
+frame of the task at this scale (every status but failed) and returns a
+:class:`harness.api.ClaimEvidence` whose ``per_seed`` maps seed -> effect. Its ``direction``
+is authoritative; the threshold is the larger of the evidence's and task.yaml's
+``min_effect`` (task.yaml may tighten, never loosen). A function that raises or returns
+something else gives ``undecidable`` with the ``error`` text; it never stops the others.
 
-Holm: the p-values of one task's claims are adjusted together
-(:func:`harness.stats.holm`); a claim without a p-value (NaN) is left out of the
-family and its ``p_adjusted`` stays NaN.
+The rule (DESIGN §3, revised)
+-----------------------------
+With ``x_s = e_s`` (direction ``greater``) or ``x_s = -e_s`` (``less``), ``m = min_effect``,
+and the Student-t tests of :func:`harness.stats.seed_tests` on the n finite x_s::
 
-Verdict, with ``m = min_effect >= 0``, ``alpha`` (default 0.05), and "p ok" meaning
-``p_adjusted < alpha``, or the p-value is NaN (then the CI alone decides)::
+    p_reproduce = p(H0: mu_x <= m)        p_refute = p(H0: mu_x >= 0)
 
-    n < 3 (pairs; n_seeds for function claims)     -> inconclusive ("too few successful runs")
-    CI undefined                                   -> inconclusive
-    direction greater:  ci_low  >  m  and p ok     -> reproduced
-                        ci_high <  0               -> refuted
-    direction less:     ci_high < -m  and p ok     -> reproduced
-                        ci_low  >  0               -> refuted
-    otherwise                                      -> inconclusive
+Both p-values of every pre-registered, testable claim of a task form **one Holm family**
+(2k hypotheses for k claims): at an effect of exactly 0 with m = 0 both nulls are true, and a
+family of the k reproduce tests alone plus one of the k refute tests would let the
+family-wise rate of a false verdict reach 2 alpha. Exploratory claims (``exploratory: true``)
+form a family of their own and are reported apart. Then::
+
+    n < 3, or the design cannot decide (``undecidable``)   -> undecidable
+    Holm-adjusted p_reproduce < alpha                      -> reproduced
+    Holm-adjusted p_refute    < alpha                      -> refuted
+    otherwise                                              -> inconclusive
+
+Shown with every verdict: ``effect`` (mean of e) and its 95% t interval (``ci_low``,
+``ci_high``); ``p_value``/``p_adjusted`` (the reproduce test, raw and Holm) and
+``p_refute``/``p_refute_adjusted``; ``sign_flip_p``, the exact sign-flip p over the seeds on
+the side the estimate favours (unadjusted; floor 2^-n), with ``fragile: true`` when it does
+not reject at alpha although the t-test decided; ``mde``, the minimum detectable distance
+beyond the null at this n and the observed spread, and ``seeds_needed`` to decide the
+observed effect, both for a one-sided t-test at 80% power at the family's Bonferroni level
+alpha / (2k) (a conservative bound for Holm's first step).
 
 Results are JSON-ready dicts (NaN written as None); :func:`write_claims` stores them as
-``results/claims-<scale>.json``.
+``results/claims-<scale>.json``. The calibration of this rule is held by simulation tests
+(tests/test_claims_calibration.py), which run :func:`decide` itself.
 """
 
 from __future__ import annotations
@@ -59,40 +73,56 @@ import numpy as np
 from harness.api import ClaimEvidence
 from harness.config import ConfigError, parse_variant, variant_name
 from harness.record import write_json_atomic
-from harness.stats import holm, paired_bootstrap_ci, sign_flip_pvalue
+from harness.stats import holm, min_detectable_effect, seed_tests, seeds_needed, sign_flip_pvalue
 
-VERDICTS = ("reproduced", "refuted", "inconclusive")
-MIN_PAIRS = 3
-TOO_FEW = "too few successful runs"
+VERDICTS = ("reproduced", "refuted", "inconclusive", "undecidable")
+#: Seeds with a finite effect below which a claim is undecidable.
+MIN_SEEDS = 3
+#: The power at which the minimum detectable effect and the seeds needed are stated.
+POWER = 0.8
+TOO_FEW = "fewer than 3 seeds with a finite effect"
+
+_CODES = {0: "inconclusive", 1: "reproduced", 2: "refuted", 3: "undecidable"}
 
 
-# -- the verdict ----------------------------------------------------------------------------
+# -- the vectorised rule --------------------------------------------------------------------
 
-def verdict(ci_low: float, ci_high: float, p_adjusted: float, direction: str, min_effect: float,
-            n: int, alpha: float = 0.05) -> tuple[str, str]:
-    """``(verdict, reason)`` by the rule in the module docstring."""
-    if direction not in ("greater", "less"):
-        return "inconclusive", f"unknown direction {direction!r}"
-    if n is None or n < MIN_PAIRS:
-        return "inconclusive", f"{TOO_FEW} (n={n or 0}, need {MIN_PAIRS})"
-    if ci_low is None or ci_high is None or math.isnan(ci_low) or math.isnan(ci_high):
-        return "inconclusive", "confidence interval undefined"
-    m = abs(float(min_effect))
-    p_ok = p_adjusted is None or math.isnan(p_adjusted) or p_adjusted < alpha
-    if direction == "greater":
-        clears, against = ci_low > m, ci_high < 0
-        side = f"ci_low {ci_low:.4g} > min_effect {m:.4g}"
-    else:
-        clears, against = ci_high < -m, ci_low > 0
-        side = f"ci_high {ci_high:.4g} < -min_effect {-m:.4g}"
-    if clears and p_ok:
-        return "reproduced", side + ("" if p_adjusted is None or math.isnan(p_adjusted)
-                                     else f" and p_adjusted {p_adjusted:.3g} < {alpha}")
-    if against:
-        return "refuted", f"CI [{ci_low:.4g}, {ci_high:.4g}] lies on the other side of 0"
-    if clears:
-        return "inconclusive", f"CI clears min_effect but p_adjusted {p_adjusted:.3g} >= {alpha}"
-    return "inconclusive", f"CI [{ci_low:.4g}, {ci_high:.4g}] does not clear min_effect {m:.4g} on the {direction} side"
+def decide(effects: Any, min_effect: Any, direction: Any, alpha: float = 0.05,
+           family: Any = None, undecidable: Any = None) -> dict[str, np.ndarray]:
+    """The verdict rule on per-seed effects, vectorised (the simulations call this too).
+
+    ``effects``: array (..., k, n): k claims of one task, n seed slots (NaN = no effect for
+    that seed). ``min_effect``, ``direction`` (``"greater"``/``"less"``), ``family`` (int
+    label per claim: claims sharing a label share a Holm family; default all one family; -1
+    keeps a claim out of every family) and ``undecidable`` (bool per claim: the design cannot
+    decide it) are per-claim arrays of length k. Leading axes are independent tasks.
+
+    Returns arrays (..., k): the keys of :func:`harness.stats.seed_tests` (p-values NaN where
+    the claim is not testable), plus ``p_reproduce_adjusted``, ``p_refute_adjusted`` and ``verdict`` (codes 0 inconclusive,
+    1 reproduced, 2 refuted, 3 undecidable).
+    """
+    e = np.asarray(effects, dtype=float)
+    k = e.shape[-2]
+    family = np.zeros(k, dtype=int) if family is None else np.asarray(family, dtype=int)
+    undecidable = np.zeros(k, dtype=bool) if undecidable is None else np.asarray(undecidable, dtype=bool)
+    r = seed_tests(e, np.asarray(min_effect, dtype=float), np.asarray(direction))
+    testable = (r["n"] >= MIN_SEEDS) & ~undecidable
+    p_rep = np.where(testable, r["p_reproduce"], np.nan)
+    p_ref = np.where(testable, r["p_refute"], np.nan)
+    adj_rep = np.full(p_rep.shape, np.nan)
+    adj_ref = np.full(p_ref.shape, np.nan)
+    for label in np.unique(family[family >= 0]):
+        member = family == label
+        both = np.concatenate([np.where(member, p_rep, np.nan), np.where(member, p_ref, np.nan)], axis=-1)
+        adj = holm(both)
+        adj_rep = np.where(member, adj[..., :k], adj_rep)
+        adj_ref = np.where(member, adj[..., k:], adj_ref)
+    verdict = np.zeros(p_rep.shape, dtype=int)
+    verdict = np.where(adj_rep < alpha, 1, verdict)
+    verdict = np.where(adj_ref < alpha, 2, verdict)
+    verdict = np.where(testable, verdict, 3)
+    return {**r, "p_reproduce": p_rep, "p_refute": p_ref, "p_reproduce_adjusted": adj_rep,
+            "p_refute_adjusted": adj_ref, "verdict": verdict}
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -147,16 +177,18 @@ def _select_arm(frame, name: str) -> tuple[Any, str | None]:
     return rows, None
 
 
-def _base(task, claim, scale: str, kind: str) -> dict[str, Any]:
+def _base(task, claim, scale: str, kind: str, claim_id: str | None = None) -> dict[str, Any]:
     return {
-        "task": task.name, "scale": scale, "id": claim.id, "statement": claim.statement, "source": claim.source,
-        "kind": kind, "metric": claim.metric, "treatment": claim.treatment, "control": claim.control,
-        "benchmarks": list(claim.benchmarks), "direction": claim.direction, "min_effect": float(claim.min_effect),
-        "function": claim.function, "note": claim.note,
-        "verdict": "inconclusive", "reason": "", "error": None,
+        "task": task.name, "scale": scale, "id": claim_id or claim.id, "statement": claim.statement,
+        "source": claim.source, "kind": kind, "metric": claim.metric, "treatment": claim.treatment,
+        "control": claim.control, "benchmarks": list(claim.benchmarks), "direction": claim.direction,
+        "min_effect": abs(float(claim.min_effect)), "function": claim.function, "note": claim.note,
+        "exploratory": bool(claim.exploratory), "diverged_policy": claim.diverged if kind == "comparison" else None,
+        "verdict": "undecidable", "reason": "", "error": None, "undecidable": claim.undecidable or "",
         "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-        "p_value": math.nan, "p_adjusted": math.nan,
-        "n_seeds": 0, "n_pairs": 0, "n_missing": 0, "details": {},
+        "p_value": math.nan, "p_adjusted": math.nan, "p_refute": math.nan, "p_refute_adjusted": math.nan,
+        "sign_flip_p": math.nan, "fragile": False, "mde": math.nan, "seeds_needed": math.nan,
+        "n_seeds": 0, "n_pairs": None, "n_missing": None, "n_diverged": 0, "per_seed": {}, "details": {},
     }
 
 
@@ -166,7 +198,6 @@ def _scale_keys(task, scale: str, benchmarks: list[str], arms: list[str]) -> set
         spec = task.config.scale(scale)
     except ConfigError:
         return set()
-    keys = set()
     allowed = None
     for arm in arms:
         try:
@@ -175,118 +206,198 @@ def _scale_keys(task, scale: str, benchmarks: list[str], arms: list[str]) -> set
         except (ConfigError, KeyError):
             continue
         allowed = mb if allowed is None else allowed & mb
-    for b in benchmarks:
-        if allowed is not None and b not in allowed:
-            continue
-        for s in spec.seeds:
-            keys.add((b, int(s)))
-    return keys
+    return {(b, int(s)) for b in benchmarks if allowed is None or b in allowed for s in spec.seeds}
 
 
-def _comparison(task, claim, frame, scale: str, out: dict[str, Any], n_boot: int, seed: int) -> None:
-    rows = frame[frame["name"] == claim.metric]
+def _claim_benchmarks(task, claim, rows, scale: str) -> list[str]:
     if claim.benchmarks:
-        benchmarks = list(claim.benchmarks)
-    else:
-        try:
-            benchmarks = list(task.config.scale(scale).benchmarks)
-        except ConfigError:
-            benchmarks = []
-        benchmarks = list(dict.fromkeys(benchmarks + sorted(set(rows["benchmark"]))))
+        return list(claim.benchmarks)
+    try:
+        benchmarks = list(task.config.scale(scale).benchmarks)
+    except ConfigError:
+        benchmarks = []
+    return list(dict.fromkeys(benchmarks + sorted(set(rows["benchmark"]))))
+
+
+def _worst_by_benchmark(rows) -> dict[str, float]:
+    """The worst finite value of the metric on each benchmark (any run, any variant)."""
+    out = {}
+    for b, g in rows.groupby("benchmark"):
+        vals = g["value"].map(_f)
+        vals = vals[np.isfinite(vals.to_numpy(dtype=float))]
+        if len(vals):
+            higher = bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
+            out[str(b)] = float(vals.min() if higher else vals.max())
+    return out
+
+
+def _arm_values(arm, policy: str, worst: dict[str, float]) -> tuple[dict[tuple[str, int], float], set]:
+    """(benchmark, seed) -> value of one arm, and the keys where it diverged."""
+    values, diverged = {}, set()
+    for r in arm.itertuples(index=False):
+        key = (str(r.benchmark), int(r.seed))
+        v = _f(r.value)
+        if r.status == "ok" and math.isfinite(v):
+            values[key] = v
+        elif r.status in ("ok", "diverged"):
+            diverged.add(key)
+            if policy == "worst" and key[0] in worst:
+                values[key] = worst[key[0]]
+    return values, diverged
+
+
+def _comparisons(task, claim, frame, scale: str) -> list[dict[str, Any]]:
+    """One result dict per tested unit of a comparison claim (one, or one per benchmark)."""
+    rows = frame[frame["name"] == claim.metric]
+    benchmarks = _claim_benchmarks(task, claim, rows, scale)
     rows = rows[rows["benchmark"].isin(benchmarks)]
+    if claim.per_benchmark:
+        arms = [claim.treatment, claim.control]
+        present = [b for b in benchmarks if b in set(rows["benchmark"]) or _scale_keys(task, scale, [b], arms)]
+        return [_comparison(task, claim, rows[rows["benchmark"] == b], scale, [b], f"{claim.id}@{b}")
+                for b in present]
+    return [_comparison(task, claim, rows, scale, benchmarks, None)]
+
+
+def _comparison(task, claim, rows, scale: str, benchmarks: list[str], claim_id: str | None) -> dict[str, Any]:
+    out = _base(task, claim, scale, "comparison", claim_id)
+    out["benchmarks"] = benchmarks
     arms = {}
     for role, name in (("treatment", claim.treatment), ("control", claim.control)):
         arm, problem = _select_arm(rows, name)
         if problem:
-            out["reason"] = problem
-            out["error"] = problem
-            return
+            out["error"] = out["reason"] = problem
+            return out
         arms[role] = arm
-    def usable(arm) -> dict[tuple[str, int], float]:
-        good = {}
-        for r in arm.itertuples(index=False):
-            v = _f(r.value)
-            if r.status == "ok" and math.isfinite(v):
-                good[(r.benchmark, int(r.seed))] = v
-        return good
-    t_ok, c_ok = usable(arms["treatment"]), usable(arms["control"])
-    seen = {(r.benchmark, int(r.seed)) for arm in arms.values() for r in arm.itertuples(index=False)}
+    worst = _worst_by_benchmark(rows)
+    t_vals, t_div = _arm_values(arms["treatment"], claim.diverged, worst)
+    c_vals, c_div = _arm_values(arms["control"], claim.diverged, worst)
+    seen = {(str(r.benchmark), int(r.seed)) for arm in arms.values() for r in arm.itertuples(index=False)}
     expected = _scale_keys(task, scale, benchmarks, [claim.treatment, claim.control]) | seen
-    pairs = sorted(set(t_ok) & set(c_ok), key=lambda k: (k[0], k[1]))
-    d = np.array([t_ok[k] - c_ok[k] for k in pairs], dtype=float)
-    seeds = [k[1] for k in pairs]
-    n_diverged = sum(1 for arm in arms.values() for r in arm.itertuples(index=False)
-                     if r.status == "diverged" or not math.isfinite(_f(r.value)))
-    missing = sorted(expected - set(pairs))
+    pairs = sorted(set(t_vals) & set(c_vals))
+    by_seed: dict[int, list[float]] = {}
+    for b, s in pairs:
+        by_seed.setdefault(s, []).append(t_vals[(b, s)] - c_vals[(b, s)])
+    out["per_seed"] = {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
     out["n_pairs"] = len(pairs)
-    out["n_seeds"] = len(set(seeds))
+    missing = sorted(expected - set(pairs) - (t_div | c_div))
     out["n_missing"] = len(missing)
-    if len(pairs):
-        out["effect"] = float(d.mean())
-        out["ci_low"], out["ci_high"] = paired_bootstrap_ci(d, clusters=seeds, n_boot=n_boot, seed=seed)
-        out["p_value"] = sign_flip_pvalue(d, alternative=claim.direction, seed=seed)
+    out["n_diverged"] = len(t_div | c_div)
     per_bench = {}
     for b in benchmarks:
-        idx = [i for i, k in enumerate(pairs) if k[0] == b]
-        t_vals = [v for k, v in t_ok.items() if k[0] == b]
-        c_vals = [v for k, v in c_ok.items() if k[0] == b]
-        if not (idx or t_vals or c_vals):
-            continue
-        per_bench[b] = {
-            "n_pairs": len(idx),
-            "mean_diff": float(d[idx].mean()) if idx else math.nan,
-            "treatment_mean": float(np.mean(t_vals)) if t_vals else math.nan,
-            "control_mean": float(np.mean(c_vals)) if c_vals else math.nan,
-        }
+        bt = [v for k, v in t_vals.items() if k[0] == b]
+        bc = [v for k, v in c_vals.items() if k[0] == b]
+        bd = [t_vals[k] - c_vals[k] for k in pairs if k[0] == b]
+        if bt or bc or bd:
+            per_bench[b] = {"n_pairs": len(bd), "mean_diff": float(np.mean(bd)) if bd else math.nan,
+                            "treatment_mean": float(np.mean(bt)) if bt else math.nan,
+                            "control_mean": float(np.mean(bc)) if bc else math.nan}
     out["details"] = {
         "per_benchmark": per_bench,
-        "n_diverged": n_diverged,
+        "diverged": {"treatment": [{"benchmark": b, "seed": s} for b, s in sorted(t_div)],
+                     "control": [{"benchmark": b, "seed": s} for b, s in sorted(c_div)],
+                     "policy": claim.diverged,
+                     "worst_value_by_benchmark": {b: v for b, v in worst.items() if any(k[0] == b for k in t_div | c_div)}},
         "missing_pairs": [{"benchmark": b, "seed": s} for b, s in missing],
         "treatment_variants": sorted(set(arms["treatment"]["variant"])) if len(arms["treatment"]) else [],
         "control_variants": sorted(set(arms["control"]["variant"])) if len(arms["control"]) else [],
-        "pairs": [{"benchmark": b, "seed": s, "diff": float(x)} for (b, s), x in zip(pairs, d)],
+        "pairs": [{"benchmark": b, "seed": s, "diff": t_vals[(b, s)] - c_vals[(b, s)]} for b, s in pairs],
     }
+    return out
 
 
-def _function(task, claim, frame, out: dict[str, Any]) -> None:
+def _function(task, claim, frame, scale: str) -> dict[str, Any]:
+    out = _base(task, claim, scale, "function")
     try:
         fn = task.claim_function(claim.function)
         ev = fn(frame.copy())
         if not isinstance(ev, ClaimEvidence):
             raise TypeError(f"claim function {claim.function!r} returned {type(ev).__name__}, "
                             "not a harness.api.ClaimEvidence")
+        per_seed = {int(s): _f(v) for s, v in dict(ev.per_seed).items()}
+        if ev.direction not in ("greater", "less"):
+            raise ValueError(f"ClaimEvidence.direction must be 'greater' or 'less', not {ev.direction!r}")
     except Exception as e:  # noqa: BLE001 - one broken claim never hides the others
         msg = f"{type(e).__name__}: {e}"
         out["error"] = msg
         out["reason"] = f"claim function raised: {msg}"
         out["details"] = {"traceback": traceback.format_exc(limit=8)}
-        return
-    out["effect"], out["ci_low"], out["ci_high"] = _f(ev.effect), _f(ev.ci_low), _f(ev.ci_high)
-    out["p_value"] = _f(ev.p_value)
-    out["n_seeds"] = int(ev.n_seeds)
-    out["n_pairs"] = None
-    out["n_missing"] = None
+        return out
     details = dict(ev.details or {})
     if ev.direction != claim.direction and claim.direction != "greater":
         details["direction_conflict"] = (f"task.yaml says {claim.direction!r}, the function "
                                          f"{ev.direction!r}; the function's is used")
     out["direction"] = ev.direction
     out["min_effect"] = max(abs(float(claim.min_effect)), abs(float(ev.min_effect)))
+    out["undecidable"] = claim.undecidable or ev.undecidable or ""
+    out["per_seed"] = dict(sorted(per_seed.items()))
     out["details"] = details
+    return out
+
+
+def _fill(out: dict[str, Any], r: Mapping[str, np.ndarray], i: int, alpha: float, family_size: int) -> None:
+    """Copy claim i's statistics into its result and write the verdict and its reason."""
+    n = int(r["n"][i])
+    out["n_seeds"] = n
+    for key, src in (("effect", "effect"), ("ci_low", "ci_low"), ("ci_high", "ci_high"),
+                     ("p_value", "p_reproduce"), ("p_adjusted", "p_reproduce_adjusted"),
+                     ("p_refute", "p_refute"), ("p_refute_adjusted", "p_refute_adjusted")):
+        out[key] = float(r[src][i])
+    code = int(r["verdict"][i])
+    out["verdict"] = _CODES[code]
+    if out["error"]:
+        return  # reason already says what went wrong; verdict stays undecidable
+    sign = -1.0 if out["direction"] == "less" else 1.0
+    m = out["min_effect"]
+    x = np.array([sign * v for v in out["per_seed"].values() if math.isfinite(v)])
+    sd = float(r["sd"][i])
+    level = alpha / max(1, 2 * family_size)  # Bonferroni bound of Holm's first step
+    out["mde"] = min_detectable_effect(sd, n, level, POWER)
+    x_mean = sign * out["effect"] if n else math.nan
+    if math.isfinite(x_mean):
+        distance = x_mean - m if x_mean > m else (-x_mean if x_mean < 0 else 0.0)
+        out["seeds_needed"] = seeds_needed(distance, sd, level, POWER) if n >= 2 else math.nan
+    # The distribution-free check on the side the estimate favours.
+    favours_reproduce = math.isfinite(x_mean) and x_mean > m / 2
+    if x.size:
+        out["sign_flip_p"] = (sign_flip_pvalue(x - m, "greater") if favours_reproduce
+                              else sign_flip_pvalue(x, "less"))
+    if code in (1, 2):
+        out["fragile"] = bool(not out["sign_flip_p"] < alpha)
+    units = f"{n} seed{'s' if n != 1 else ''}"
+    if code == 3:
+        out["reason"] = (f"undecidable by design: {out['undecidable']}" if out["undecidable"]
+                         else f"{TOO_FEW} ({units}; need {MIN_SEEDS})")
+    elif code == 1:
+        out["reason"] = (f"t-test over {units}: effect beyond min_effect {m:g} on the {out['direction']} side, "
+                         f"p {out['p_value']:.3g} (Holm {out['p_adjusted']:.3g}) < {alpha}")
+    elif code == 2:
+        out["reason"] = (f"t-test over {units}: effect on the wrong side of 0, "
+                         f"p {out['p_refute']:.3g} (Holm {out['p_refute_adjusted']:.3g}) < {alpha}")
+    else:
+        need = out["seeds_needed"]
+        need_txt = ("no number of seeds decides an effect between 0 and min_effect" if need == math.inf
+                    else f"about {need:.0f} seeds would decide an effect this size" if math.isfinite(need) else "")
+        out["reason"] = (f"neither test rejects after Holm over {units} (p_reproduce {out['p_adjusted']:.3g}, "
+                         f"p_refute {out['p_refute_adjusted']:.3g}); detectable at this n: {out['mde']:.3g}"
+                         + (f"; {need_txt}" if need_txt else ""))
+    if out["fragile"]:
+        out["reason"] += f"; fragile: the exact sign-flip p {out['sign_flip_p']:.3g} does not reject"
 
 
 # -- public API -----------------------------------------------------------------------------
 
-def evaluate_claims(task, metrics_df, scale: str, alpha: float = 0.05, n_boot: int = 10_000,
-                    seed: int = 0) -> list[dict[str, Any]]:
+def evaluate_claims(task, metrics_df, scale: str, alpha: float = 0.05) -> list[dict[str, Any]]:
     """Verdicts for every claim of ``task`` (a :class:`harness.api.Task`) at ``scale``.
 
     ``metrics_df`` is :meth:`harness.registry.Registry.metrics` output (rows of other
-    tasks or scales are ignored). Returns one JSON-ready dict per claim, in task.yaml
-    order, with: task, scale, id, statement, source, kind ("comparison" | "function"),
-    metric, treatment, control, benchmarks, direction, min_effect, function, note,
-    verdict, reason, error, effect, ci_low, ci_high, p_value, p_adjusted, alpha,
-    n_seeds, n_pairs, n_missing (None for function claims), details.
+    tasks or scales are ignored). Returns one JSON-ready dict per tested claim, in task.yaml
+    order (a ``per_benchmark`` claim gives one per benchmark, ``id@benchmark``), with at least:
+    task, scale, id, statement, source, kind ("comparison" | "function"), metric, treatment,
+    control, benchmarks, direction, min_effect, function, note, exploratory, verdict, reason,
+    error, effect, ci_low, ci_high, p_value, p_adjusted, p_refute, p_refute_adjusted,
+    sign_flip_p, fragile, mde, seeds_needed, alpha, n_seeds, n_pairs, n_missing, n_diverged,
+    per_seed, details.
     """
     frame = metrics_df
     if len(frame):
@@ -303,26 +414,52 @@ def evaluate_claims(task, metrics_df, scale: str, alpha: float = 0.05, n_boot: i
         from harness.registry import METRICS_COLUMNS, _frame
 
         frame = _frame([], METRICS_COLUMNS)
-    results = []
+    results: list[dict[str, Any]] = []
     for claim in task.config.claim_objects():
         if claim.function:
-            out = _base(task, claim, scale, "function")
-            _function(task, claim, frame, out)
+            results.append(_function(task, claim, frame, scale))
         else:
-            out = _base(task, claim, scale, "comparison")
-            _comparison(task, claim, frame, scale, out, n_boot, seed)
-        results.append(out)
-    adjusted = holm([r["p_value"] for r in results])
-    for r, p_adj in zip(results, adjusted):
-        r["p_adjusted"] = float(p_adj)
+            results += _comparisons(task, claim, frame, scale)
+    if not results:
+        return []
+    seeds = sorted({s for r in results for s in r["per_seed"]})
+    effects = np.full((len(results), max(1, len(seeds))), np.nan)
+    col = {s: j for j, s in enumerate(seeds)}
+    for i, r in enumerate(results):
+        for s, v in r["per_seed"].items():
+            effects[i, col[s]] = v
+    family = np.array([-1 if r["error"] else (1 if r["exploratory"] else 0) for r in results])
+    decided = decide(effects, [r["min_effect"] for r in results], [r["direction"] for r in results], alpha,
+                     family=family, undecidable=[bool(r["undecidable"]) or bool(r["error"]) for r in results])
+    for i, r in enumerate(results):
         r["alpha"] = alpha
-        if r["error"]:  # reason already says what went wrong
-            r["verdict"] = "inconclusive"
-            continue
-        n = r["n_seeds"] if r["kind"] == "function" else r["n_pairs"]
-        r["verdict"], r["reason"] = verdict(r["ci_low"], r["ci_high"], r["p_adjusted"], r["direction"],
-                                            r["min_effect"], n, alpha)
+        size = int(((decided["n"] >= MIN_SEEDS) & (family == family[i]) & (decided["verdict"] != 3)).sum())
+        _fill(r, decided, i, alpha, size)
     return [_nan_to_none(r) for r in results]
+
+
+def undecidable_by_design(task_config, scale: str) -> list[str]:
+    """Why claims of a task cannot be decided at a scale, before anything runs: the scale has
+    fewer than 3 seeds, or a claim declares ``undecidable``. Also states the minimum detectable
+    effect of the scale's n in units of the per-seed standard deviation (one line per scale)."""
+    try:
+        n = len(task_config.scale(scale).seeds)
+    except ConfigError:
+        return []
+    out = []
+    claims = task_config.claim_objects()
+    k = sum(1 for c in claims if not c.exploratory) or 1
+    for c in claims:
+        if c.undecidable:
+            out.append(f"{task_config.name}: claim {c.id!r} is undecidable by design at every scale: {c.undecidable}")
+        elif n < MIN_SEEDS:
+            out.append(f"{task_config.name}: claim {c.id!r} is undecidable at scale {scale!r}: {n} seed(s), "
+                       f"a verdict needs {MIN_SEEDS}")
+    if n >= 2 and claims:
+        mde = min_detectable_effect(1.0, n, 0.05 / (2 * k), POWER)
+        out.append(f"{task_config.name}: scale {scale!r}: {n} seeds detect (80% power, Holm over {k} claims) "
+                   f"an effect of about {mde:.2g} per-seed standard deviations beyond its threshold")
+    return out
 
 
 def write_claims(results: Iterable[Mapping[str, Any]], path: str | Path) -> Path:

@@ -32,7 +32,10 @@ from harness.api import Benchmark, Claim, Method, Published
 
 SCALES = ("tiny", "small", "paper")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-BENCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+BENCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DATASET_RE = BENCH_RE
+#: Largest seed: run records and the registry store seeds as signed 64-bit integers.
+MAX_SEED = 2**63 - 1
 RESERVED_METHOD_KEYS = {"grid", "benchmarks"}
 
 
@@ -53,12 +56,59 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+_EXP_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def parse_value(text: str) -> Any:
-    """Parse a CLI/variant value as YAML scalar (``0.3`` -> float, ``true`` -> bool)."""
+    """Parse a CLI/variant value as YAML scalar (``0.3`` -> float, ``true`` -> bool).
+
+    ``1e-05`` (how Python writes small floats, a string to YAML 1.1) reads as a float, so a
+    variant name always reads back as the grid point it was made from.
+    """
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _EXP_FLOAT_RE.match(value.strip()):
+        return float(value)
+    return value
+
+
+#: Characters a variant's keys and values may not hold: path separators, the variant syntax
+#: itself (``m[k=v,k2=v2]``) and control characters. Names become one path component.
+_UNSAFE_IN_NAME = set("/\\,=[]") | {chr(c) for c in range(32)} | {chr(127)}
+HP_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_VARIANT_BYTES = 200
+
+
+def check_point(method: str, point: Mapping[str, Any], where: str = "") -> None:
+    """Raise ConfigError unless ``method[point]`` is a safe, canonical variant name: keys are
+    identifiers, values are finite scalars written without path separators or the variant
+    syntax, each value reads back as itself, and the name fits in one path component."""
+    at = f"{where}: " if where else ""
+    for k, v in point.items():
+        if not isinstance(k, str) or not HP_KEY_RE.match(k):
+            raise ConfigError(f"{at}hyperparameter name {k!r} must be an identifier (letters, digits, _)")
+        if v is not None and not isinstance(v, (bool, int, float, str)):
+            raise ConfigError(f"{at}{k}={v!r}: a variant value must be a number, a string, true/false or null")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{at}{k}={v!r}: a variant value must be finite")
+        text = format_value(v)
+        bad = sorted({c for c in text if c in _UNSAFE_IN_NAME})
+        if not text.strip() or bad or text != text.strip():
+            raise ConfigError(
+                f"{at}{k}={text!r}: a variant value may not be empty, hold {' '.join(map(repr, bad)) or 'spaces at its ends'}"
+                " (it becomes part of a file name under results/): pick a plain value"
+            )
+        back = parse_value(text)
+        if type(back) is not type(v) or back != v:
+            raise ConfigError(
+                f"{at}{k}={text!r} would read back as {back!r} ({type(back).__name__}), not the "
+                f"{type(v).__name__} {v!r}: pick a value that reads as itself"
+            )
+    name = variant_name(method, point)
+    if len(path_safe_unchecked(method, point).encode()) > MAX_VARIANT_BYTES:
+        raise ConfigError(f"{at}variant {name[:60]!r}... is too long for a file name (over {MAX_VARIANT_BYTES} bytes)")
 
 
 def canonical_json(obj: Any) -> str:
@@ -105,12 +155,21 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return m.group("name"), args
 
 
+def path_safe_unchecked(name: str, args: Mapping[str, Any]) -> str:
+    return name + "".join(f"__{k}={format_value(args[k])}" for k in sorted(args))
+
+
 def path_safe(variant: str) -> str:
-    """Variant name as a single path component: ``m[a=1,b=x]`` -> ``m__a=1__b=x``."""
+    """Variant name as a single path component: ``m[a=1,b=x]`` -> ``m__a=1__b=x``.
+
+    Raises ConfigError for a name that could leave its folder (``/``, ``..``) or that is not
+    canonical: every path built from a name stays inside its root.
+    """
     name, args = parse_variant(variant)
     if not args:
         return name
-    return name + "".join(f"__{k}={format_value(args[k])}" for k in sorted(args))
+    check_point(name, args, where=f"method {variant!r}")
+    return path_safe_unchecked(name, args)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -193,6 +252,8 @@ class ScaleSpec(_Strict):
     def _check_seeds(cls, v):
         if not v or len(set(v)) != len(v):
             raise ValueError("seeds must be a non-empty list of distinct integers")
+        if any(s < 0 or s > MAX_SEED for s in v):
+            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED}")
         return v
 
 
@@ -208,6 +269,14 @@ class ClaimSpec(_Strict):
     min_effect: float = 0.0
     function: str | None = None
     note: str = ""
+    per_benchmark: bool = False
+    """A comparison tested per benchmark (claims ``id@benchmark``) instead of averaged per seed."""
+    diverged: Literal["worst", "exclude"] = "worst"
+    """A diverged arm takes the worst value seen on its benchmark (``worst``) or drops the pair."""
+    exploratory: bool = False
+    """Post-hoc: reported apart, outside the Holm family of the pre-registered claims."""
+    undecidable: str = ""
+    """Why the design cannot decide the claim at any n (its verdict is then ``undecidable``)."""
 
     @model_validator(mode="after")
     def _kind(self):
@@ -217,6 +286,11 @@ class ClaimSpec(_Strict):
                 f"claim {self.id!r}: give either metric+treatment+control (a comparison) "
                 "or function (a shape claim computed by the task), not both or neither"
             )
+        if self.per_benchmark and self.function:
+            raise ValueError(f"claim {self.id!r}: per_benchmark applies to comparisons; a function "
+                             "returns its own per-seed effects")
+        if self.min_effect < 0:
+            raise ValueError(f"claim {self.id!r}: min_effect is a magnitude (>= 0); the direction gives its side")
         return self
 
 
@@ -252,6 +326,15 @@ class TaskConfig(_Strict):
             raise ValueError("name must be snake_case (a-z, 0-9, _), starting with a letter")
         return v
 
+    @field_validator("datasets")
+    @classmethod
+    def _check_datasets(cls, v):
+        for d in v:
+            if not DATASET_RE.match(d):
+                raise ValueError(f"dataset name {d!r} must be path-safe (letters, digits, _ . -, starting "
+                                 "with a letter or digit): it names the folder data/<dataset>/")
+        return v
+
     @model_validator(mode="after")
     def _cross_checks(self):
         for m, spec in self.methods.items():
@@ -270,6 +353,12 @@ class TaskConfig(_Strict):
                 grid = params.get("grid", {})
                 if not isinstance(grid, dict) or any(not isinstance(x, list) or not x for x in grid.values()):
                     raise ValueError(f"scales.{scale}.methods.{m}.grid must map names to non-empty lists")
+                for k, values in grid.items():
+                    for x in values:  # each grid point names a variant, and a folder under results/
+                        try:
+                            check_point(m, {k: x})
+                        except ConfigError as e:
+                            raise ValueError(f"scales.{scale}.methods.{m}.grid: {e}") from None
                 for b in params.get("benchmarks", []) or []:
                     if b not in s.benchmarks:
                         raise ValueError(f"scales.{scale}.methods.{m}.benchmarks names unknown benchmark {b!r}")
@@ -369,9 +458,19 @@ class TaskConfig(_Strict):
                 return v
         # Not a declared grid point: base hyperparameters plus the given values.
         params = dict(s.methods[name] or {})
-        params.pop("grid", None)
+        grid = params.pop("grid", None) or {}
         params.pop("benchmarks", None)
         point = {**args, **(overrides or {})}
+        known = (set(self.methods[name].hyperparameters) | set(s.defaults) | set(params) | set(grid)
+                 | {k for b in s.benchmarks.values() for k in (b.get("defaults") or {})})
+        unknown = sorted(str(k) for k in set(point) - known)
+        if unknown:
+            raise ConfigError(
+                f"method {name!r} has no hyperparameter {', '.join(map(repr, unknown))} at scale {scale!r} "
+                f"(it takes: {', '.join(sorted(known)) or 'none'}): fix the name, or declare it under "
+                f"methods.{name}.hyperparameters in task.yaml"
+            )
+        check_point(name, point, where=f"method {variant!r}")
         hp = {**s.defaults, **params, **point}
         spec = self.methods[name]
         return Method(name=name, variant=variant_name(name, point), hyperparameters=hp,
@@ -380,7 +479,9 @@ class TaskConfig(_Strict):
     def claim_objects(self) -> list[Claim]:
         return [Claim(id=c.id, statement=c.statement, source=c.source, metric=c.metric,
                       treatment=c.treatment, control=c.control, benchmarks=tuple(c.benchmarks),
-                      direction=c.direction, min_effect=c.min_effect, function=c.function, note=c.note)
+                      direction=c.direction, min_effect=c.min_effect, function=c.function, note=c.note,
+                      per_benchmark=c.per_benchmark, diverged=c.diverged, exploratory=c.exploratory,
+                      undecidable=c.undecidable)
                 for c in self.claims]
 
     def published_objects(self) -> list[Published]:

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.stats import (bootstrap_mean_ci, holm, mean_ci, mean_ci_table, paired_bootstrap_ci,
-                           sign_flip_pvalue, tied_with_best)
+from scipy import stats as sps
+
+from harness.stats import (bootstrap_mean_ci, holm, mean_ci, mean_ci_table, min_detectable_effect,
+                           paired_bootstrap_ci, seed_tests, seeds_needed, sign_flip_pvalue, t_interval,
+                           tied_with_best)
 
 
 def brute_force_p(d, alternative):
@@ -109,6 +112,53 @@ def test_holm_capped_and_monotone():
     assert np.all(adj >= p) and np.all(adj <= 1)
 
 
+def test_holm_hand_computed_and_vectorised_with_nan():
+    # sorted 0.01, 0.03, 0.04 among m = 3 tested: 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    np.testing.assert_allclose(holm([0.01, 0.04, math.nan, 0.03]), [0.03, 0.06, math.nan, 0.06])
+    rows = np.array([[0.01, 0.04, math.nan, 0.03], [0.5, math.nan, math.nan, 0.001]])
+    np.testing.assert_allclose(holm(rows), np.stack([holm(r) for r in rows]))
+    assert np.isnan(holm([math.nan, math.nan])).all()
+
+
+# -- seed-level Student-t ---------------------------------------------------------------------
+
+def test_seed_tests_against_scipy():
+    x = np.array([0.3, 0.1, 0.5, 0.2, 0.4])
+    r = seed_tests(x, min_effect=0.1, direction="greater")
+    ref_rep = sps.ttest_1samp(x, 0.1, alternative="greater").pvalue
+    ref_ref = sps.ttest_1samp(x, 0.0, alternative="less").pvalue
+    assert float(r["p_reproduce"]) == pytest.approx(ref_rep) and float(r["p_refute"]) == pytest.approx(ref_ref)
+    ci = sps.ttest_1samp(x, 0.0).confidence_interval(0.95)
+    assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((ci.low, ci.high))
+    less = seed_tests(-x, min_effect=0.1, direction="less")   # mirrored
+    assert float(less["p_reproduce"]) == pytest.approx(ref_rep) and float(less["effect"]) == pytest.approx(-0.3)
+    assert float(less["ci_low"]) == pytest.approx(-ci.high)
+
+
+def test_seed_tests_missing_seeds_and_zero_spread():
+    r = seed_tests([[1.0, math.nan, 3.0, math.inf], [2.0, 2.0, 2.0, 2.0], [5.0, math.nan, math.nan, math.nan]],
+                   min_effect=[0.0, 2.0, 0.0])
+    assert r["n"].tolist() == [2, 4, 1]
+    assert r["effect"].tolist() == [2.0, 2.0, 5.0]
+    # no spread: the mean sits exactly on the reproduce null (nothing rejected) and far above 0
+    assert r["p_reproduce"][1] == 1.0 and r["p_refute"][1] == 1.0
+    assert float(seed_tests([2.0, 2.0, 2.0], min_effect=1.0)["p_reproduce"]) == 0.0
+    assert math.isnan(r["p_reproduce"][2]) and math.isnan(r["ci_low"][2])
+    assert t_interval([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in t_interval([1.0]))
+
+
+def test_min_detectable_effect_and_seeds_needed():
+    # n = 8, alpha = 0.05, 80% power: (t_{.95,7} + t_{.8,7}) / sqrt(8) = (1.8946 + 0.8960) / 2.8284
+    assert min_detectable_effect(1.0, 8) == pytest.approx((1.894579 + 0.896029) / math.sqrt(8), rel=1e-5)
+    assert min_detectable_effect(2.0, 8) == pytest.approx(2 * min_detectable_effect(1.0, 8))
+    assert math.isnan(min_detectable_effect(1.0, 1)) and min_detectable_effect(0.0, 5) == 0.0
+    n = seeds_needed(0.5, 1.0)
+    assert min_detectable_effect(1.0, int(n)) <= 0.5 < min_detectable_effect(1.0, int(n) - 1)
+    assert seeds_needed(-0.1, 1.0) == math.inf and seeds_needed(0.3, 0.0) == 3
+    assert seeds_needed(1e-6, 1.0) == math.inf   # beyond 10,000 seeds
+
+
 # -- bootstrap ------------------------------------------------------------------------------
 
 def test_bootstrap_deterministic_and_contains_mean():
@@ -154,13 +204,14 @@ def test_clustered_bootstrap_with_singleton_clusters_equals_plain():
 # -- report helpers -------------------------------------------------------------------------
 
 def test_mean_ci_and_table():
-    s = mean_ci([1.0, 2.0, 3.0, math.inf], n_boot=2000)
+    s = mean_ci([1.0, 2.0, 3.0, math.inf])
     assert s["mean"] == 2.0 and s["n"] == 3 and s["n_nonfinite"] == 1
     assert s["std"] == pytest.approx(1.0)
-    assert s["ci_low"] <= 2.0 <= s["ci_high"]
+    # the seed-level t interval: 2 -+ t_{0.975, 2} * 1 / sqrt(3) = 2 -+ 2.4841
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((2 - 2.4841377, 2 + 2.4841377))
     frame = pd.DataFrame({"benchmark": ["b"] * 4, "variant": ["x", "x", "y", "y"], "name": ["acc"] * 4,
                           "value": [1.0, 3.0, 5.0, math.nan]})
-    t = mean_ci_table(frame, n_boot=500)
+    t = mean_ci_table(frame)
     assert list(t["variant"]) == ["x", "y"]
     assert list(t["mean"]) == [2.0, 5.0] and list(t["n"]) == [2, 1]
     assert math.isnan(t.loc[1, "std"]) and t.loc[1, "n_nonfinite"] == 1
@@ -179,9 +230,9 @@ def test_tied_with_best_paired_rule():
         "mixed": {s: best[s] + (3.0 if s == 0 else -1.0) for s in (0, 1, 2)},  # d = -3, 1, 1: CI spans 0
         "diverged": {s: math.nan for s in seeds},
     }
-    assert tied_with_best(values, higher_is_better=True, n_boot=500) == {"best", "noise", "mixed"}
+    assert tied_with_best(values, higher_is_better=True) == {"best", "noise", "mixed"}
     # lower is better: 'clearly_worse' is now the best, and everything else differs by 5 on 8 seeds
-    lower = tied_with_best({k: values[k] for k in ("best", "clearly_worse")}, higher_is_better=False, n_boot=500)
+    lower = tied_with_best({k: values[k] for k in ("best", "clearly_worse")}, higher_is_better=False)
     assert lower == {"clearly_worse"}
 
 
@@ -192,5 +243,5 @@ def test_tied_with_best_unpaired_falls_back_to_ci_overlap():
         "near": {20: 9.9, 21: 10.1},     # overlapping CI
         "single": {30: 0.0},             # CI undefined: nothing says it differs
     }
-    assert tied_with_best(values, higher_is_better=True, n_boot=500) == {"best", "near", "single"}
+    assert tied_with_best(values, higher_is_better=True) == {"best", "near", "single"}
     assert tied_with_best({}, True) == set()
