@@ -37,16 +37,7 @@ class EntropyAttentionTask(Task):
         diverged = out["info"]["diverged_step"] is not None
         return RunResult(metrics=metrics, status="diverged" if diverged else "ok", info=out["info"])
 
-    # -- claims and the task's figures (analysis.py) -----------------------------------------
-    def claim_function(self, name: str):
-        """Paired comparisons are declared in analysis.COMPARISONS (metric, arms, direction);
-        the other shape claims are analysis.claim_* (the base class finds them)."""
-        from .analysis import COMPARISONS, compare
-
-        if name in COMPARISONS:
-            return lambda frame: compare(frame, name)
-        return super().claim_function(name)
-
+    # -- the task's figures (analysis.py; claim functions are analysis.claim_*) -----------------
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

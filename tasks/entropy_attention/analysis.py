@@ -1,12 +1,10 @@
-"""Claims (functions of the long metrics frame) and the task's report figures.
+"""Shape claims (functions of the long metrics frame) and the task's report figures.
 
-Every claim is a function returning a ClaimEvidence whose CI is a percentile bootstrap over
-seeds; the verdict rule is harness/claims.py's. Paired comparisons (``COMPARISONS``) are
-functions too, not declarative claims, for one reason: the sign-flip p-value of 3 seeds cannot go
-below 1/8, so with it no 3-seed claim could ever pass; as in noisy_labels, p is given only from
-5 seeds on and the CI decides below that. Diverged runs are part of the evidence where the claim
-is about divergence (claim 1 reads their last finite entropy); elsewhere only ``ok`` runs count,
-and the details list the diverged seeds.
+Plain paired comparisons (GELU vs ReLU, FFN scaling vs normalisation, EReg vs its base) are
+declarative claims in task.yaml. The functions here return one effect per seed
+(:class:`ClaimEvidence`); harness/claims.py computes the interval, p-values and verdict. Diverged
+runs are part of the evidence where the claim is about divergence (claim 1 reads their last
+finite entropy); elsewhere only ``ok`` runs count, and the details list the diverged seeds.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from harness.api import ClaimEvidence
-from harness.stats import bootstrap_mean_ci, sign_flip_pvalue
 
 #: Claim 3 (Table 2): claimed order of PPL at T=128, best first.
 PPL_ORDER = ("sm_ln_g", "sm_ln_r", "sm_r", "sm_g", "sm_ln")
@@ -26,20 +23,6 @@ COLLAPSE_MIN_DROP = 0.5
 #: Claim 7: the smallest within-layer std of the learned thresholds that counts as non-uniform
 #: (theta is a fraction of ln T; 0.01 is 0.05 nats at T=128; the paper's span 0.2..0.52).
 THETA_MIN_STD = 0.01
-
-#: Seeds from which a sign-flip p-value is reported (3 seeds: p >= 1/8 whatever the data).
-MIN_SEEDS_FOR_P = 5
-
-#: Paired comparisons: claim function -> (metric, treatment, control, direction, min_effect).
-COMPARISONS: dict[str, tuple[str, str, str, str, float]] = {
-    "claim_gelu_overload": ("frac_bin3", "sm_g", "sm_r", "greater", 0.0),
-    "claim_gelu_worse_than_relu": ("test_loss", "sm_g", "sm_r", "greater", 0.0),
-    "claim_scaled_ffn_beats_wn": ("test_loss", "sm_scfuffn", "sm_wn_ffn", "less", 0.0),
-    "claim_scaled_ffn_beats_sn": ("test_loss", "sm_scfuffn", "sm_sn_ffn", "less", 0.0),
-    "claim_ereg_lowers_loss": ("test_loss", "ereg_sm_t_scfuffn", "sm_scfuffn", "less", 0.0),
-    "claim_ereg_less_overload": ("frac_bin3", "ereg_sm_t_scfuffn", "sm_scfuffn", "less", 0.0),
-    "claim_ereg_tmul_lowers_loss": ("test_loss", "ereg_sm_tmul_scfuffn", "sm_scfuffn", "less", 0.0),
-}
 
 #: Report order and labels of the configurations (the paper's names).
 LABELS = {
@@ -62,21 +45,6 @@ def _status_by_seed(frame, method: str) -> dict[int, str]:
     return {int(r.seed): str(r.status) for r in rows.itertuples(index=False)}
 
 
-def compare(frame, name: str) -> ClaimEvidence:
-    """Paired-by-seed difference treatment - control of one metric (``COMPARISONS[name]``)."""
-    metric, treatment, control, direction, min_effect = COMPARISONS[name]
-    t, c = _values(frame, treatment, metric), _values(frame, control, metric)
-    seeds = sorted(set(t) & set(c))
-    d = np.array([t[s] - c[s] for s in seeds])
-    details = {"metric": metric, "treatment": treatment, "control": control,
-               "pairs": [{"seed": s, "treatment": t[s], "control": c[s], "diff": t[s] - c[s]} for s in seeds],
-               "treatment_mean": float(np.mean(list(t.values()))) if t else math.nan,
-               "control_mean": float(np.mean(list(c.values()))) if c else math.nan,
-               "diverged": {m: sorted(s for s, st in _status_by_seed(frame, m).items() if st == "diverged")
-                            for m in (treatment, control)}}
-    return _mean_evidence(d, seeds, direction, min_effect, details)
-
-
 def claim_sm_collapse(task, frame) -> ClaimEvidence:
     """Claim 1: Softmax-only (SM) vs SM+LN (same identity FFN, with LayerNorm): deep-layer entropy
     falls (toward collapse) or the run diverges. Per seed d = entropy_deep(SM) - entropy_deep(SM+LN);
@@ -84,33 +52,29 @@ def claim_sm_collapse(task, frame) -> ClaimEvidence:
     sm = _values(frame, "sm", "entropy_deep", statuses=("ok", "diverged"))
     ln = _values(frame, "sm_ln", "entropy_deep")
     seeds = sorted(set(sm) & set(ln))
-    d = np.array([sm[s] - ln[s] for s in seeds])
     status = _status_by_seed(frame, "sm")
     details = {"pairs": [{"seed": s, "sm": sm[s], "sm_ln": ln[s], "diff": sm[s] - ln[s]} for s in seeds],
                "sm_diverged_seeds": sorted(s for s, st in status.items() if st == "diverged"),
                "sm_entropy_deep_min": _values(frame, "sm", "entropy_deep_min", ("ok", "diverged"))}
-    return _mean_evidence(d, seeds, "less", COLLAPSE_MIN_DROP, details)
+    return ClaimEvidence(per_seed={s: sm[s] - ln[s] for s in seeds}, direction="less",
+                         min_effect=COLLAPSE_MIN_DROP, details=details)
 
 
 def claim_ppl_order(task, frame) -> ClaimEvidence:
-    """Claim 3: test loss ranks SM+LN+G <= SM+LN+R < SM+R < SM+G < SM+LN. Effect: Kendall's tau
-    between the claimed and the observed order of mean test loss (1 = same order); CI: bootstrap
-    over seeds (a resample draws whole seeds, so the five configurations stay paired)."""
+    """Claim 3: test loss ranks SM+LN+G <= SM+LN+R < SM+R < SM+G < SM+LN. Per seed: Kendall's tau
+    between the claimed order and that seed's order of test loss (1 = the same order)."""
     vals = {m: _values(frame, m, "test_loss") for m in PPL_ORDER}
     seeds = sorted(set.intersection(*(set(v) for v in vals.values()))) if vals else []
-    if len(seeds) < 1:
-        return ClaimEvidence(effect=math.nan, ci_low=math.nan, ci_high=math.nan, n_seeds=0,
-                             details={"reason": "no seed has all five configurations"})
-    table = np.array([[vals[m][s] for m in PPL_ORDER] for s in seeds])  # (seeds, configs)
-    tau = _kendall_tau(table.mean(axis=0))
-    rng = np.random.default_rng(0)
-    boots = [_kendall_tau(table[rng.integers(0, len(seeds), len(seeds))].mean(axis=0)) for _ in range(2000)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    means = dict(zip(PPL_ORDER, table.mean(axis=0).round(4).tolist()))
-    observed = [m for _, m in sorted(zip(table.mean(axis=0), PPL_ORDER))]
-    return ClaimEvidence(effect=float(tau), ci_low=float(lo), ci_high=float(hi), n_seeds=len(seeds),
-                         direction="greater", min_effect=0.0,
-                         details={"mean_test_loss": means, "claimed_order": list(PPL_ORDER), "observed_order": observed})
+    table = np.array([[vals[m][s] for m in PPL_ORDER] for s in seeds]).reshape(len(seeds), len(PPL_ORDER))
+    details: dict[str, Any] = {"claimed_order": list(PPL_ORDER)}
+    if seeds:
+        means = table.mean(axis=0)
+        details.update(mean_test_loss=dict(zip(PPL_ORDER, means.round(4).tolist())),
+                       observed_order=[m for _, m in sorted(zip(means, PPL_ORDER))])
+    else:
+        details["reason"] = "no seed has all five configurations"
+    return ClaimEvidence(per_seed={s: _kendall_tau(row) for s, row in zip(seeds, table)}, direction="greater",
+                         min_effect=0.0, details=details)
 
 
 def _kendall_tau(observed: np.ndarray) -> float:
@@ -123,30 +87,12 @@ def _kendall_tau(observed: np.ndarray) -> float:
 
 
 def claim_thresholds_nonuniform(task, frame) -> ClaimEvidence:
-    """Claim 7: the learned thresholds differ across the heads of every layer. Effect: the smallest
-    within-layer std of theta, per EReg run, minus THETA_MIN_STD, averaged over seeds (a std is
-    never negative, so the threshold is subtracted for "uniform" to be able to refute)."""
+    """Claim 7: the learned thresholds differ across the heads of every layer. Per EReg run: the
+    smallest within-layer std of theta minus THETA_MIN_STD (a std is never negative, so the
+    threshold is subtracted for "uniform" to be able to refute)."""
     vals = _values(frame, "ereg_sm_t_scfuffn", "theta_std_min_layer")
-    seeds = sorted(vals)
-    d = np.array([vals[s] - THETA_MIN_STD for s in seeds])
-    return _mean_evidence(d, seeds, "greater", 0.0, {"theta_std_min_layer": vals, "threshold": THETA_MIN_STD},
-                          p_value=False)
-
-
-def _mean_evidence(d: np.ndarray, seeds: list[int], direction: str, min_effect: float, details: dict,
-                   p_value: bool = True) -> ClaimEvidence:
-    if len(d) == 0:
-        return ClaimEvidence(effect=math.nan, ci_low=math.nan, ci_high=math.nan, n_seeds=0, direction=direction,
-                             min_effect=min_effect, details=details)
-    lo, hi = bootstrap_mean_ci(d)
-    p = math.nan
-    if p_value and len(d) >= MIN_SEEDS_FOR_P:
-        p = sign_flip_pvalue(d, alternative=direction)  # null: no difference
-    else:
-        details = {**details, "p_value_note": f"sign-flip p given only with >= {MIN_SEEDS_FOR_P} seeds "
-                                              "(3 seeds cannot reach p < 0.125); the CI decides"}
-    return ClaimEvidence(effect=float(d.mean()), ci_low=float(lo), ci_high=float(hi), n_seeds=len(seeds),
-                         p_value=float(p), direction=direction, min_effect=min_effect, details=details)
+    return ClaimEvidence(per_seed={s: v - THETA_MIN_STD for s, v in sorted(vals.items())}, direction="greater",
+                         min_effect=0.0, details={"theta_std_min_layer": vals, "threshold": THETA_MIN_STD})
 
 
 # -- figures ------------------------------------------------------------------------------------

@@ -2,28 +2,29 @@
 
 Every claim function receives the metrics frame of one scale (columns run_id, task, method,
 variant, benchmark, seed, scale, status, name, value, higher_is_better), keeps runs with
-status ``ok`` and finite values, and returns a :class:`ClaimEvidence` oriented so that
-``direction="greater"`` reproduces the claim. Units of independence are the study seeds
-(each its own D-token subset, initialisations and data orders). Statistics that need a fit
-(asymptotes) are computed on seed means and their CIs come from resampling seeds
-(:func:`fits.bootstrap_over_seeds`); per-seed effects get a bootstrap CI of their mean. With
-fewer than 5 seeds no sign-flip p-value is given (3 seeds cannot go below p = 0.125): the
-CI decides, as the harness's verdict rule allows.
+status ``ok`` and finite values, and returns a :class:`ClaimEvidence` with one effect per
+seed, oriented so that ``direction="greater"`` reproduces the claim. Units of independence are
+the study seeds (each its own D-token subset, initialisations and data orders). Asymptotes are
+fitted per seed, on that seed's own curve; a fit of A/x^a + E through as many points as it has
+parameters (3) interpolates with no residual degree of freedom, so a claim resting on such a fit
+is undecidable by design at that scale (``ClaimEvidence.undecidable``). The interval, p-values
+and verdict come from harness/claims.py.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from harness.api import ClaimEvidence
 from harness.config import parse_variant
 
-from .fits import bootstrap_over_seeds, fit_power_law, power_law
+from .fits import fit_power_law, power_law
 
-N_BOOT = 2000
+#: Parameters of the fitted law A / x^alpha + E: a fit needs more points than this to have a residual.
+FIT_PARAMETERS = 3
 
 
 # -- frame helpers ------------------------------------------------------------------------------
@@ -73,28 +74,33 @@ def _k_losses(row: dict[str, float]) -> list[float]:
     return out
 
 
-def _per_seed_evidence(units: dict[int, float], details: dict[str, Any], min_effect: float = 0.0) -> ClaimEvidence:
-    """Mean of per-seed effects with a percentile bootstrap CI over seeds (p only with >= 5 seeds)."""
-    from harness.stats import bootstrap_mean_ci, sign_flip_pvalue
-
-    vals = np.array([units[s] for s in sorted(units)], float)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return ClaimEvidence(math.nan, math.nan, math.nan, 0, details={**details, "reason": "no usable runs"})
-    lo, hi = bootstrap_mean_ci(vals, n_boot=10_000, seed=0)
-    p = sign_flip_pvalue(vals, alternative="greater", seed=0) if len(vals) >= 5 else math.nan
-    return ClaimEvidence(effect=float(vals.mean()), ci_low=lo, ci_high=hi, n_seeds=len(vals), p_value=p,
-                         direction="greater", min_effect=min_effect,
-                         details={**details, "per_seed": {int(s): float(units[s]) for s in sorted(units)}})
+def _per_seed_evidence(units: dict[int, float], details: dict[str, Any], min_effect: float = 0.0,
+                       undecidable: str = "") -> ClaimEvidence:
+    """One effect per seed (NaN effects, e.g. a failed fit, count as no effect for that seed)."""
+    units = {int(s): float(v) for s, v in sorted(units.items())}
+    if not units:
+        details = {**details, "reason": "no usable runs"}
+    return ClaimEvidence(per_seed=units, direction="greater", min_effect=min_effect, details=details,
+                         undecidable=undecidable)
 
 
-def _fit_evidence(per_seed: dict[int, Any], statistic: Callable[[list], float], details: dict[str, Any]) -> ClaimEvidence:
-    """A statistic of seed-mean curves, with a CI from resampling seeds."""
-    if not per_seed:
-        return ClaimEvidence(math.nan, math.nan, math.nan, 0, details={**details, "reason": "no usable runs"})
-    est, lo, hi, _ = bootstrap_over_seeds(per_seed, statistic, n_boot=N_BOOT, seed=0)
-    return ClaimEvidence(effect=est, ci_low=lo, ci_high=hi, n_seeds=len(per_seed), direction="greater",
-                         details={**details, "n_boot": N_BOOT, "ci": "percentile, seeds resampled, fits redone"})
+def _no_residual(n_points: int, axis: str) -> str:
+    """The undecidable-by-design reason when a fit has no residual degree of freedom."""
+    if 0 < n_points <= FIT_PARAMETERS:
+        return (f"the asymptote comes from fitting A/x^a + E ({FIT_PARAMETERS} parameters) through {n_points} "
+                f"{axis}: the fit interpolates, with no residual degree of freedom; a decision needs "
+                f"at least {FIT_PARAMETERS + 1} {axis}")
+    return ""
+
+
+def _size_asymptote(curve: list[tuple[float, float]]) -> float:
+    """E of A/N^a + E fitted to one seed's (N, loss) curve (N in millions)."""
+    return fit_power_law([n / 1e6 for n, _ in curve], [v for _, v in curve])["E"]
+
+
+def _k_asymptote(losses: list[float]) -> float:
+    """E of A/K^a + E fitted to one seed's loss by number of members K = 1..len."""
+    return fit_power_law(np.arange(1, len(losses) + 1), losses)["E"]
 
 
 def _mean_curve(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -162,16 +168,16 @@ def _regularized_and_standard(frame):
 
 
 def claim_regularized_asymptote_below_standard(task, frame) -> ClaimEvidence:
+    """Per seed: the standard recipe's best loss minus the regularized recipe's fitted asymptote."""
     per_seed = _regularized_and_standard(frame)
-
-    def stat(items):
-        return float(np.mean([b for _, b in items])) - size_asymptote([c for c, _ in items])
+    units = {s: best - _size_asymptote(c) for s, (c, best) in per_seed.items()}
     details = {}
     if per_seed:
         x, y = _mean_curve([c for c, _ in per_seed.values()])
-        details = {"fit_regularized": fit_power_law(x / 1e6, y), "n_params": x.tolist(), "mean_val_loss": y.tolist(),
-                   "best_standard_mean": float(np.mean([b for _, b in per_seed.values()]))}
-    return _fit_evidence(per_seed, stat, details)
+        details = {"fit_regularized_seed_mean": fit_power_law(x / 1e6, y), "n_params": x.tolist(),
+                   "mean_val_loss": y.tolist(), "best_standard_mean": float(np.mean([b for _, b in per_seed.values()]))}
+    sizes = min((len(c) for c, _ in per_seed.values()), default=0)
+    return _per_seed_evidence(units, details, undecidable=_no_residual(sizes, "model sizes"))
 
 
 # -- claim 3: optimal weight decay grows with N -------------------------------------------------------
@@ -210,35 +216,35 @@ def claim_ensemble_monotone_in_k(task, frame) -> ClaimEvidence:
 
 
 def claim_ensemble_below_regularized(task, frame) -> ClaimEvidence:
+    """Per seed: the regularized recipe's size asymptote minus the ensemble's K asymptote."""
     mid = _member_size(task, frame)
     reg, ens = _table(frame, "regularized"), _table(frame, "ensemble")
     per_seed = {s: (_curve(reg[s]), _k_losses(ens[s][mid])) for s in sorted(set(reg) & set(ens))
                 if mid in ens[s] and len(_curve(reg[s])) >= 3 and len(_k_losses(ens[s][mid])) >= 3}
-
-    def stat(items):
-        return size_asymptote([c for c, _ in items]) - k_asymptote([k for _, k in items])
+    units = {s: _size_asymptote(c) - _k_asymptote(k) for s, (c, k) in per_seed.items()}
     details = {"member_size": mid}
     if per_seed:
-        details.update(regularized_asymptote=size_asymptote([c for c, _ in per_seed.values()]),
-                       ensemble_asymptote=k_asymptote([k for _, k in per_seed.values()]))
-    return _fit_evidence(per_seed, stat, details)
+        details.update(regularized_asymptote_seed_mean=size_asymptote([c for c, _ in per_seed.values()]),
+                       ensemble_asymptote_seed_mean=k_asymptote([k for _, k in per_seed.values()]))
+    sizes = min((len(c) for c, _ in per_seed.values()), default=0)
+    members = min((len(k) for _, k in per_seed.values()), default=0)
+    return _per_seed_evidence(units, details, undecidable=_no_residual(sizes, "model sizes")
+                              or _no_residual(members, "ensemble sizes K"))
 
 
 def claim_tuned_members_lower_asymptote(task, frame) -> ClaimEvidence:
+    """Per seed: the K asymptote of single-model-optimum members minus that of tuned members."""
     mid = _member_size(task, frame)
     tuned, single = _table(frame, "ensemble"), _table(frame, "ensemble_single_opt")
     per_seed = {s: (_k_losses(tuned[s][mid]), _k_losses(single[s][""])) for s in sorted(set(tuned) & set(single))
                 if mid in tuned[s] and "" in single[s] and len(_k_losses(tuned[s][mid])) >= 3}
-
-    def stat(items):
-        return k_asymptote([b for _, b in items]) - k_asymptote([a for a, _ in items])
+    units = {s: _k_asymptote(b) - _k_asymptote(a) for s, (a, b) in per_seed.items()}
     details = {"member_size": mid}
     if per_seed:
-        details.update(tuned_asymptote=k_asymptote([a for a, _ in per_seed.values()]),
-                       single_opt_asymptote=k_asymptote([b for _, b in per_seed.values()]),
-                       tuned_mean_by_k=np.mean([a for a, _ in per_seed.values()], axis=0).tolist(),
+        details.update(tuned_mean_by_k=np.mean([a for a, _ in per_seed.values()], axis=0).tolist(),
                        single_opt_mean_by_k=np.mean([b for _, b in per_seed.values()], axis=0).tolist())
-    return _fit_evidence(per_seed, stat, details)
+    members = min((len(a) for a, _ in per_seed.values()), default=0)
+    return _per_seed_evidence(units, details, undecidable=_no_residual(members, "ensemble sizes K"))
 
 
 def claim_tuned_members_individually_worse(task, frame) -> ClaimEvidence:
@@ -251,30 +257,22 @@ def claim_tuned_members_individually_worse(task, frame) -> ClaimEvidence:
 
 
 def claim_joint_asymptote_lowest(task, frame) -> ClaimEvidence:
+    """Per seed: min(regularized asymptote, member-size ensemble asymptote) minus the joint
+    asymptote (a size law fitted to that seed's per-size ensemble K asymptotes)."""
     mid = _member_size(task, frame)
     reg, ens = _table(frame, "regularized"), _table(frame, "ensemble")
-    per_seed = {}
+    units, joint, sizes_seen = {}, {}, []
     for s in sorted(set(reg) & set(ens)):
         sizes = {size: (row["n_params"], _k_losses(row)) for size, row in ens[s].items() if "n_params" in row}
-        if len(sizes) >= 3 and mid in sizes and len(_curve(reg[s])) >= 3:
-            per_seed[s] = (_curve(reg[s]), sizes)
-
-    def joint(items) -> tuple[float, float]:
-        sizes = sorted(items[0][1], key=lambda z: items[0][1][z][0])
-        cs = [(float(np.mean([it[1][z][0] for it in items])), k_asymptote([it[1][z][1] for it in items])) for z in sizes]
-        if not all(math.isfinite(c) for _, c in cs):
-            return math.nan, math.nan
-        return fit_power_law([n / 1e6 for n, _ in cs], [c for _, c in cs])["E"], k_asymptote([it[1][mid][1] for it in items])
-
-    def stat(items):
-        e_joint, c_mid = joint(items)
-        return min(size_asymptote([c for c, _ in items]), c_mid) - e_joint
-    details = {"member_size": mid}
-    if per_seed:
-        e_joint, c_mid = joint(list(per_seed.values()))
-        details.update(joint_asymptote=e_joint, ensemble_asymptote_member_size=c_mid,
-                       regularized_asymptote=size_asymptote([c for c, _ in per_seed.values()]))
-    return _fit_evidence(per_seed, stat, details)
+        if len(sizes) < 3 or mid not in sizes or len(_curve(reg[s])) < 3:
+            continue
+        sizes_seen.append(len(sizes))
+        cs = sorted((n, _k_asymptote(losses)) for n, losses in sizes.values())
+        finite = all(math.isfinite(c) for _, c in cs)
+        joint[s] = fit_power_law([n / 1e6 for n, _ in cs], [c for _, c in cs])["E"] if finite else math.nan
+        units[s] = min(_size_asymptote(_curve(reg[s])), _k_asymptote(sizes[mid][1])) - joint[s]
+    return _per_seed_evidence(units, {"member_size": mid, "joint_asymptote_by_seed": joint},
+                              undecidable=_no_residual(min(sizes_seen, default=0), "model sizes"))
 
 
 # -- claims 7-9: distillation and soups ----------------------------------------------------------------

@@ -1,18 +1,17 @@
-"""Scaling-law fits (card §3.2): L(x) = A / x^alpha + E with scipy, bootstrap over seeds,
-and the data-efficiency multiplier that inverts the baseline's data law.
+"""Scaling-law fits (card §3.2): L(x) = A / x^alpha + E with scipy, and the data-efficiency multiplier that inverts the baseline's data law.
 
 ``fit_power_law`` is the paper's ``PowerScalingLaw`` (A, alpha > 0; least squares with
 ``curve_fit``). The N axis is in millions of parameters and the K axis in members; the
 asymptote E does not depend on the unit. With as many points as parameters (3 sizes) the
-fit interpolates; the claims then rest on the asymptote together with the raw
-monotonicity checks, as the card asks.
+fit interpolates (no residual degree of freedom): claims resting on such a fit are
+undecidable by design at that scale (analysis.py).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -61,29 +60,3 @@ def data_efficiency(loss: float, baseline_law: Mapping[str, float], D: float) ->
     if loss <= E:
         return math.inf
     return (A / (loss - E)) ** (1.0 / alpha) / D
-
-
-def bootstrap_over_seeds(per_seed: Mapping[int, object], statistic: Callable[[list], float],
-                         n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, np.ndarray]:
-    """(estimate, ci_low, ci_high, samples): ``statistic`` of all seeds' items, and a percentile
-    95% CI from resampling seeds with replacement (the unit of independence)."""
-    seeds = sorted(per_seed)
-    items = [per_seed[s] for s in seeds]
-    if not items:
-        return math.nan, math.nan, math.nan, np.array([])
-    est = float(statistic(items))
-    rng = np.random.default_rng(seed)
-    samples, memo = [], {}
-    for _ in range(n_boot):
-        # The statistic only sees a multiset of seeds: with 3 seeds there are 10, so refits are memoised.
-        pick = tuple(sorted(rng.integers(0, len(items), len(items)).tolist()))
-        if pick not in memo:
-            memo[pick] = statistic([items[i] for i in pick])
-        v = memo[pick]
-        if v == v:
-            samples.append(v)
-    samples = np.asarray(samples, float)
-    if len(samples) < 0.5 * n_boot:
-        return est, math.nan, math.nan, samples
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return est, float(lo), float(hi), samples

@@ -2,10 +2,11 @@
 
 Every claim function receives the metrics frame of one scale (columns run_id, task, method,
 variant, benchmark, seed, scale, status, name, value, higher_is_better), keeps runs with status
-``ok`` and a finite value, and returns a :class:`harness.api.ClaimEvidence` whose effect is
-oriented so that ``direction="greater"`` with ``min_effect=0`` reproduces the claim. CIs are
-percentile bootstraps of the mean over independent units (seeds, or (benchmark, seed) runs
-resampled by seed); p-values are exact sign-flip tests over the same units.
+``ok`` and a finite value, and returns a :class:`harness.api.ClaimEvidence` with one effect per
+seed, oriented so that ``direction="greater"`` with ``min_effect=0`` reproduces the claim. A
+claim measured per (benchmark, seed) averages the benchmarks within each seed first: a seed's
+benchmarks share its initialisation and noise draws and are not independent. Intervals, p-values
+and the verdict come from harness/claims.py.
 
 Benchmarks are classified by their settings in task.yaml (noise type and rate), so the same
 function works at every scale (digits at small, CIFAR at paper).
@@ -28,7 +29,6 @@ CLEAN_TOLERANCE = 1.0
 FEW_POINTS = 5.0
 #: Claim 5: the rates between which the CE-vs-nested gap should grow.
 GAP_RATES = (0.2, 0.5)
-N_BOOT = 10_000
 
 
 def _ok(frame, metric: str):
@@ -56,18 +56,15 @@ def _noisy(settings: dict[str, Any]) -> bool:
     return settings["noise"] not in ("none", "clean") and settings["rate"] > 0
 
 
-def _evidence(units: np.ndarray, clusters: list | None, *, details: dict[str, Any], n_seeds: int,
-              with_p: bool = True) -> ClaimEvidence:
-    """Mean of ``units`` with a bootstrap CI (resampling clusters = seeds) and a sign-flip p."""
-    from harness.stats import paired_bootstrap_ci, sign_flip_pvalue
-
-    units = np.asarray(units, dtype=float)
-    if units.size == 0:
-        return ClaimEvidence(math.nan, math.nan, math.nan, 0, details={**details, "reason": "no usable runs"})
-    lo, hi = paired_bootstrap_ci(units, clusters=clusters, n_boot=N_BOOT, seed=0)
-    p = sign_flip_pvalue(units, alternative="greater", seed=0) if with_p else math.nan
-    return ClaimEvidence(effect=float(units.mean()), ci_low=lo, ci_high=hi, n_seeds=n_seeds, p_value=p,
-                         direction="greater", min_effect=0.0, details=details)
+def _evidence(per_unit: dict[tuple[str, int], float] | dict[int, float], details: dict[str, Any]) -> ClaimEvidence:
+    """Per-seed effects from effects keyed by seed or by (benchmark, seed) (averaged per seed)."""
+    by_seed: dict[int, list[float]] = {}
+    for key, v in per_unit.items():
+        by_seed.setdefault(int(key[1] if isinstance(key, tuple) else key), []).append(float(v))
+    per_seed = {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
+    if not per_seed:
+        details = {**details, "reason": "no usable runs"}
+    return ClaimEvidence(per_seed=per_seed, direction="greater", min_effect=0.0, details=details)
 
 
 def _paired(frame, metric: str, treatment: str, control: str, benchmarks: list[str]) -> dict[tuple[str, int], float]:
@@ -84,19 +81,17 @@ def _paired(frame, metric: str, treatment: str, control: str, benchmarks: list[s
 # -- claim 3: k* is a small fraction of K; accuracy falls after k* ----------------------------
 
 def claim_kstar_small(task, frame) -> ClaimEvidence:
-    """effect = 0.2 - k*/K, averaged over the noisy benchmarks' nested_best runs (greater > 0)."""
+    """effect = 0.2 - k*/K of nested_best, averaged over the noisy benchmarks within a seed."""
     settings = _settings(task, frame)
     f = _ok(frame, "k_star_fraction")
     noisy = [b for b, s in settings.items() if _noisy(s)]
     f = f[(f["variant"] == "nested_best") & f["benchmark"].isin(noisy)] if f is not None and len(f) else f
     if f is None or not len(f):
-        return _evidence(np.array([]), None, details={}, n_seeds=0)
-    units = KSTAR_FRACTION_MAX - f["value"].to_numpy()
-    seeds = [int(s) for s in f["seed"]]
+        return _evidence({}, {})
+    units = {(r.benchmark, int(r.seed)): KSTAR_FRACTION_MAX - r.value for r in f.itertuples()}
     per_b = {b: float(g["value"].mean()) for b, g in f.groupby("benchmark")}
-    return _evidence(units, seeds, n_seeds=len(set(seeds)), details={
-        "threshold": KSTAR_FRACTION_MAX, "mean_k_star_fraction": float(f["value"].mean()),
-        "per_benchmark_mean_k_star_fraction": per_b, "n_runs": int(len(f))})
+    return _evidence(units, {"threshold": KSTAR_FRACTION_MAX, "mean_k_star_fraction": float(f["value"].mean()),
+                             "per_benchmark_mean_k_star_fraction": per_b, "n_runs": int(len(f))})
 
 
 def claim_acc_falls_after_kstar(task, frame) -> ClaimEvidence:
@@ -110,8 +105,7 @@ def claim_acc_falls_after_kstar(task, frame) -> ClaimEvidence:
         at_k = {(r.benchmark, int(r.seed)): r.value for r in f[f["variant"] == "nested_best"].itertuples()}
         at_full = {(r.benchmark, int(r.seed)): r.value for r in g[g["variant"] == "nested_best"].itertuples()}
         d = {k: at_k[k] - at_full[k] for k in sorted(set(at_k) & set(at_full)) if k[0] in noisy}
-    seeds = [k[1] for k in d]
-    return _evidence(np.array(list(d.values())), seeds, n_seeds=len(set(seeds)), details={
+    return _evidence(d, {
         "per_benchmark_mean_drop": {b: float(np.mean([v for k, v in d.items() if k[0] == b]))
                                     for b in sorted({k[0] for k in d})}, "n_runs": len(d)})
 
@@ -120,7 +114,7 @@ def claim_acc_falls_after_kstar(task, frame) -> ClaimEvidence:
 
 def claim_gap_grows_with_noise(task, frame) -> ClaimEvidence:
     """Per seed: gap(r) = nested_best - ce at symmetric rate r; effect = gap(0.5) - gap(0.2),
-    averaged over the datasets that have both rates; bootstrap over seeds."""
+    averaged over the datasets that have both rates."""
     settings = _settings(task, frame)
     sym = {b: s for b, s in settings.items() if s["noise"] in ("symmetric", "sym")}
     all_gaps = _paired(frame, "test_accuracy", "nested_best", "ce", list(sym))
@@ -134,16 +128,13 @@ def claim_gap_grows_with_noise(task, frame) -> ClaimEvidence:
         for seed in sorted({k[1] for k in all_gaps}):
             if (b_lo[0], seed) in all_gaps and (b_hi[0], seed) in all_gaps:
                 per_seed.setdefault(seed, []).append(all_gaps[(b_hi[0], seed)] - all_gaps[(b_lo[0], seed)])
-    units = np.array([np.mean(v) for _, v in sorted(per_seed.items())])
     gap_by_rate: dict[str, float] = {}
     for b, s in sorted(sym.items(), key=lambda kv: (kv[1]["dataset"], kv[1]["rate"])):
         vals = [v for k, v in all_gaps.items() if k[0] == b]
         if vals:
             gap_by_rate[b] = float(np.mean(vals))
-    return _evidence(units, None, n_seeds=len(units), with_p=len(units) >= 5, details={
-        "rates": list(GAP_RATES), "mean_gap_nested_minus_ce_by_benchmark": gap_by_rate,
-        "per_seed_gap_increase": {int(s): float(np.mean(v)) for s, v in sorted(per_seed.items())},
-        "p_value_note": "sign-flip p given only with >= 5 seeds (3 seeds cannot reach p < 0.125); the CI decides"})
+    return _evidence({s: float(np.mean(v)) for s, v in per_seed.items()}, {
+        "rates": list(GAP_RATES), "mean_gap_nested_minus_ce_by_benchmark": gap_by_rate})
 
 
 # -- claim 6: without noise nested costs little ------------------------------------------------
@@ -156,12 +147,9 @@ def claim_clean_cost_small(task, frame) -> ClaimEvidence:
     per_seed: dict[int, list[float]] = {}
     for (b, seed), v in d.items():
         per_seed.setdefault(seed, []).append(v)
-    units = np.array([np.mean(v) + CLEAN_TOLERANCE for _, v in sorted(per_seed.items())])
-    return _evidence(units, None, n_seeds=len(units), with_p=len(units) >= 5, details={
+    return _evidence({s: float(np.mean(v)) + CLEAN_TOLERANCE for s, v in per_seed.items()}, {
         "tolerance_points": CLEAN_TOLERANCE,
-        "mean_nested_minus_ce": float(np.mean(list(d.values()))) if d else math.nan,
-        "per_seed_nested_minus_ce": {int(s): float(np.mean(v)) for s, v in sorted(per_seed.items())},
-        "p_value_note": "sign-flip p given only with >= 5 seeds (3 seeds cannot reach p < 0.125); the CI decides"})
+        "mean_nested_minus_ce": float(np.mean(list(d.values()))) if d else math.nan})
 
 
 # -- claim 2 (second half): dropout and nested are within a few points -------------------------
@@ -171,9 +159,7 @@ def claim_dropout_close_to_nested(task, frame) -> ClaimEvidence:
     settings = _settings(task, frame)
     noisy = [b for b, s in settings.items() if _noisy(s)]
     d = _paired(frame, "test_accuracy", "dropout_best", "nested_best", noisy)
-    seeds = [k[1] for k in d]
-    units = FEW_POINTS - np.abs(np.array(list(d.values())))
-    return _evidence(units, seeds, n_seeds=len(set(seeds)), details={
+    return _evidence({k: FEW_POINTS - abs(v) for k, v in d.items()}, {
         "few_points": FEW_POINTS,
         "per_benchmark_mean_dropout_minus_nested": {b: float(np.mean([v for k, v in d.items() if k[0] == b]))
                                                      for b in sorted({k[0] for k in d})}, "n_runs": len(d)})
