@@ -15,7 +15,7 @@ import pytest
 
 from harness.plugins import BrokenPlugin
 from harness.report import render_site
-from harness.stats import bootstrap_mean_ci
+from harness.stats import t_interval
 from report_fixture import ACCURACY, CLAIMS, EVIL, LOSS, empty_task, frames, parse, write_task
 
 GENERATED_AT = "2025-06-01T12:00:00+00:00"
@@ -64,19 +64,27 @@ def test_every_claim_on_index_with_its_verdict(site):
         badge = rows[cid].find("span", cls="verdict")
         assert badge.text() == verdict
         assert verdict.replace(" ", "-") in badge.classes
-    # Effect with CI, raw and Holm p, seeds, and the reason of the inconclusive one.
+    # Effect with its t interval, Holm (raw) p of both tests, seeds, MDE with seeds needed, and reasons.
     cells = [td.text().strip() for td in rows["strong_beats_weak"].find_all("td")]
-    assert "+0.207[+0.203, +0.212]" in cells and "0.0039" in cells and "0.012" in cells and "8" in cells
+    assert "+0.207[+0.203, +0.212]" in cells and "0.012(0.0039)" in cells and "1.000(1.000)" in cells
+    assert "8" in cells and "0.008103" in cells   # MDE 0.00810, then the seeds needed: 3
     assert "CI straddles the minimum effect" in rows["twin_differs"].text()
+    refuted = [td.text().strip() for td in rows["u_shape"].find_all("td")]
+    assert "0.012(0.0020)" in refuted and rows["u_shape"].find("div", cls="fragile").text() == "fragile"
+    assert not rows["strong_beats_weak"].find_all("div", cls="fragile")
     counts = {d.find("div", cls="label").text(): d.find("div", cls="n").text() for d in doc.find_all("div", cls="stat")}
     assert counts["reproduced"] == "1" and counts["refuted"] == "1" and counts["inconclusive"] == "1"
-    assert counts["not evaluated"] == "1"
+    assert counts["undecidable"] == "1" and counts["not evaluated"] == "1"
+    # The exploratory claim is listed apart, after the pre-registered ones, and the rule is spelled out.
+    assert "exploratory" in rows["posthoc"].classes
+    assert doc.find("h3", id="exploratory") is not None
+    assert "Holm-adjusted together over both directions" in doc.find("p", id="verdict-rule").text()
 
 
 def test_task_page_claims_and_citation(site):
     doc = parse(site["task-toyrep.html"])
     ids = [c.text() for c in doc.find_all("code", cls="claim-id")]
-    assert ids == ["strong_beats_weak", "twin_differs", "u_shape", "not_run_yet"]  # task.yaml order
+    assert ids == ["strong_beats_weak", "twin_differs", "u_shape", "not_run_yet", "posthoc"]  # task.yaml order
     citation = doc.find("div", cls="citation")
     assert "Ada Lovelace, Alan Turing" in citation.text() and "2023" in citation.text()
     assert citation.find("a", cls="arxiv").attrs["href"] == "https://arxiv.org/abs/2301.00001"
@@ -90,7 +98,7 @@ def test_table_means_and_cis_match_hand_computed(site):
         cell = _cell(html, "easy", variant, "accuracy")
         assert float(cell.attrs["data-value"]) == pytest.approx(statistics.fmean(values), abs=1e-12)
         assert cell.find(cls="mean").text() == f"{statistics.fmean(values):.4f}"
-        lo, hi = bootstrap_mean_ci(values, level=0.95, n_boot=10000, seed=0)
+        lo, hi = t_interval(values, level=0.95)   # the seed-level Student-t interval
         assert cell.find("span", cls="ci").text() == f"[{lo:.4f}, {hi:.4f}]"
         assert lo < statistics.fmean(values) < hi
     # Diverged seeds are counted, not averaged: the mean is over the 6 finite seeds.

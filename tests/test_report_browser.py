@@ -51,8 +51,9 @@ def test_index_renders_in_chromium(browser_site):
     doc = parse(got.stdout)
     rows = doc.find_all("tr", cls="claim")
     assert [r.find("code", cls="claim-id").text() for r in rows] == \
-        ["strong_beats_weak", "twin_differs", "u_shape", "not_run_yet"]
-    assert [r.attrs["data-verdict"] for r in rows] == ["reproduced", "inconclusive", "refuted", "not evaluated"]
+        ["strong_beats_weak", "twin_differs", "u_shape", "not_run_yet", "posthoc"]
+    assert [r.attrs["data-verdict"] for r in rows] == ["reproduced", "inconclusive", "refuted", "not evaluated",
+                                                       "undecidable"]
     # The inline sorting script ran in the page (it makes every sortable header focusable).
     heads = doc.find("table", cls="claims").find("thead").find_all("th")
     assert heads and all(th.attrs.get("tabindex") == "0" for th in heads)

@@ -42,6 +42,7 @@ VERDICT_COLOURS = {
     "reproduced": "#1a7f37",
     "refuted": "#c62828",
     "inconclusive": "#b26a00",
+    "undecidable": "#6e7781",
     "not evaluated": "#6e7781",
 }
 
