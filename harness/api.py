@@ -120,8 +120,15 @@ class Claim:
     exploratory: bool = False
     """A post-hoc claim: reported apart, tested without multiplicity correction, outside the Holm
     family of the pre-registered claims."""
-    undecidable: str = ""
-    """Why this design cannot decide the claim at any number of seeds (empty: it can)."""
+    undecidable: str | Mapping[str, str] = ""
+    """Why this design cannot decide the claim at any number of seeds (empty: it can): one reason
+    for every scale, or a reason per scale (``{small: "..."}``) when only some scales lack it."""
+
+    def undecidable_at(self, scale: str) -> str:
+        """The reason this claim is undecidable by design at ``scale`` ("" when it is not)."""
+        if isinstance(self.undecidable, Mapping):
+            return str(self.undecidable.get(scale, ""))
+        return self.undecidable
 
 
 @dataclass(frozen=True)

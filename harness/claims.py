@@ -184,7 +184,7 @@ def _base(task, claim, scale: str, kind: str, claim_id: str | None = None) -> di
         "control": claim.control, "benchmarks": list(claim.benchmarks), "direction": claim.direction,
         "min_effect": abs(float(claim.min_effect)), "function": claim.function, "note": claim.note,
         "exploratory": bool(claim.exploratory), "diverged_policy": claim.diverged if kind == "comparison" else None,
-        "verdict": "undecidable", "reason": "", "error": None, "undecidable": claim.undecidable or "",
+        "verdict": "undecidable", "reason": "", "error": None, "undecidable": claim.undecidable_at(scale),
         "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan,
         "p_value": math.nan, "p_adjusted": math.nan, "p_refute": math.nan, "p_refute_adjusted": math.nan,
         "sign_flip_p": math.nan, "fragile": False, "mde": math.nan, "seeds_needed": math.nan,
@@ -329,7 +329,7 @@ def _function(task, claim, frame, scale: str) -> dict[str, Any]:
                                          f"{ev.direction!r}; the function's is used")
     out["direction"] = ev.direction
     out["min_effect"] = max(abs(float(claim.min_effect)), abs(float(ev.min_effect)))
-    out["undecidable"] = claim.undecidable or ev.undecidable or ""
+    out["undecidable"] = claim.undecidable_at(scale) or ev.undecidable or ""
     out["per_seed"] = dict(sorted(per_seed.items()))
     out["details"] = details
     return out
@@ -439,26 +439,26 @@ def evaluate_claims(task, metrics_df, scale: str, alpha: float = 0.05) -> list[d
 
 
 def undecidable_by_design(task_config, scale: str) -> list[str]:
-    """Why claims of a task cannot be decided at a scale, before anything runs: the scale has
-    fewer than 3 seeds, or a claim declares ``undecidable``. Also states the minimum detectable
-    effect of the scale's n in units of the per-seed standard deviation (one line per scale)."""
+    """What cannot be decided at a scale before anything runs: every claim when the scale has
+    fewer than 3 seeds, and the claims task.yaml declares ``undecidable`` there. Also states the
+    minimum detectable effect of the scale's seeds in units of the per-seed standard deviation."""
     try:
         n = len(task_config.scale(scale).seeds)
     except ConfigError:
         return []
-    out = []
     claims = task_config.claim_objects()
-    k = sum(1 for c in claims if not c.exploratory) or 1
-    for c in claims:
-        if c.undecidable:
-            out.append(f"{task_config.name}: claim {c.id!r} is undecidable by design at every scale: {c.undecidable}")
-        elif n < MIN_SEEDS:
-            out.append(f"{task_config.name}: claim {c.id!r} is undecidable at scale {scale!r}: {n} seed(s), "
-                       f"a verdict needs {MIN_SEEDS}")
-    if n >= 2 and claims:
-        mde = min_detectable_effect(1.0, n, 0.05 / (2 * k), POWER)
-        out.append(f"{task_config.name}: scale {scale!r}: {n} seeds detect (80% power, Holm over {k} claims) "
-                   f"an effect of about {mde:.2g} per-seed standard deviations beyond its threshold")
+    if not claims:
+        return []
+    name = task_config.name
+    if n < MIN_SEEDS:
+        return [f"{name}: scale {scale!r}: {n} seed(s), so all {len(claims)} claims are undecidable "
+                f"(a verdict needs {MIN_SEEDS})"]
+    out = [f"{name}: scale {scale!r}: claim {c.id!r} is undecidable by design: {c.undecidable_at(scale)}"
+           for c in claims if c.undecidable_at(scale)]
+    k = sum(1 for c in claims if not c.exploratory and not c.undecidable_at(scale)) or 1
+    mde = min_detectable_effect(1.0, n, 0.05 / (2 * k), POWER)
+    out.append(f"{name}: scale {scale!r}: {n} seeds detect (80% power, Holm over {k} claims) an effect of "
+               f"about {mde:.2g} per-seed standard deviations beyond its threshold")
     return out
 
 

@@ -58,9 +58,13 @@ def cmd_tasks(args) -> int:
 def cmd_validate(args) -> int:
     from harness.validate import validate_paths
 
+    from harness.validate import decidability_notes
+
     problems = validate_paths(args.paths)
     for p in problems:
         print(p, file=sys.stderr)
+    for note in decidability_notes(args.paths):
+        print(f"note: {note}")
     if not problems:
         print("ok: every task.yaml is valid and its DAG plans at every scale")
     return 1 if problems else 0
@@ -184,7 +188,10 @@ def cmd_claims(args) -> int:
     for r in results:
         eff = "n/a" if r["effect"] is None else f"{r['effect']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" \
             if r["ci_low"] is not None else f"{r['effect']:+.3g}"
-        print(f"{r['verdict']:<13} {r['task']}/{r['id']:<24} effect {eff} n={r['n_seeds']}")
+        tests = "" if r["p_adjusted"] is None else \
+            f" p_reproduce {r['p_adjusted']:.3g} p_refute {r['p_refute_adjusted']:.3g} (Holm)"
+        flags = (" fragile" if r["fragile"] else "") + (" exploratory" if r["exploratory"] else "")
+        print(f"{r['verdict']:<13} {r['task']}/{r['id']:<24} effect {eff} n={r['n_seeds']}{tests}{flags}")
     print(f"wrote {out}")
     return 0
 

@@ -275,8 +275,9 @@ class ClaimSpec(_Strict):
     """A diverged arm takes the worst value seen on its benchmark (``worst``) or drops the pair."""
     exploratory: bool = False
     """Post-hoc: reported apart, outside the Holm family of the pre-registered claims."""
-    undecidable: str = ""
-    """Why the design cannot decide the claim at any n (its verdict is then ``undecidable``)."""
+    undecidable: str | dict[Literal["tiny", "small", "paper"], str] = ""
+    """Why the design cannot decide the claim at any n (its verdict is then ``undecidable``): one
+    reason, or one per scale where only some scales lack the design."""
 
     @model_validator(mode="after")
     def _kind(self):
@@ -471,6 +472,13 @@ class TaskConfig(_Strict):
                 f"methods.{name}.hyperparameters in task.yaml"
             )
         check_point(name, point, where=f"method {variant!r}")
+        base = {**s.defaults, **params}
+        for k, v in point.items():
+            old = base.get(k)
+            if isinstance(old, (int, float)) and not isinstance(old, bool) and not (
+                    isinstance(v, (int, float)) and not isinstance(v, bool)):
+                raise ConfigError(f"{k}={format_value(v)!r}: method {name!r} takes a number for {k} "
+                                  f"(default {old!r})")
         hp = {**s.defaults, **params, **point}
         spec = self.methods[name]
         return Method(name=name, variant=variant_name(name, point), hyperparameters=hp,

@@ -41,6 +41,26 @@ def dvc_datasets(path: Path = Path("dvc.yaml")) -> set[str] | None:
     return set(foreach) if isinstance(foreach, (dict, list)) else set()
 
 
+def decidability_notes(paths: list[str]) -> list[str]:
+    """Per task and scale: the claims that cannot be decided before anything runs (too few seeds at
+    the scale, or undecidable by design), and what the scale's seeds can detect. Warnings, not
+    problems: an undecidable claim is a result to report, not a broken task.yaml."""
+    from harness.claims import undecidable_by_design
+
+    if paths:
+        configs = []
+        for p in map(Path, paths):
+            try:
+                configs.append(load_task_config(p / "task.yaml" if p.is_dir() else p))
+            except ConfigError:
+                continue  # validate_paths reports it
+    else:
+        from harness.plugins import discover
+
+        configs = [task.config for _, task in sorted(discover()[0].items())]
+    return [line for cfg in configs for scale in cfg.scales for line in undecidable_by_design(cfg, scale)]
+
+
 def validate_paths(paths: list[str]) -> list[str]:
     problems: list[str] = []
     if paths:  # explicit task.yaml files (or folders holding one)

@@ -308,13 +308,21 @@ def test_decide_is_vectorised_over_tasks():
 
 
 def test_undecidable_by_design_lists_scales_with_too_few_seeds(tmp_path):
-    task = make_task(tmp_path, CLAIMS[:2] + [{**CLAIMS[0], "id": "asym", "undecidable": "3 sizes, 3 parameters"}])
+    import pandas as pd
+
+    task = make_task(tmp_path, CLAIMS[:2] + [{**CLAIMS[0], "id": "asym", "undecidable": "3 sizes, 3 parameters"},
+                                             {**CLAIMS[0], "id": "paper_only", "undecidable": {"paper": "one size"}}])
     lines = undecidable_by_design(task.config, "small")
-    assert any("'asym' is undecidable by design" in line and "3 sizes" in line for line in lines)
-    assert any("5 seeds detect" in line for line in lines)
+    assert any("'asym' is undecidable by design: 3 sizes" in line for line in lines)
+    assert not any("paper_only" in line for line in lines)   # undecidable at paper scale only
+    # 5 seeds, Holm over 3 decidable claims (6 hypotheses): (t_{1-0.05/6, 4} + t_{0.8, 4}) / sqrt(5)
+    assert lines[-1].endswith("5 seeds detect (80% power, Holm over 3 claims) an effect of about 2.2 per-seed "
+                              "standard deviations beyond its threshold")
     one_seed = task.config.model_copy(update={"scales": {"small": task.config.scales["small"].model_copy(update={"seeds": [0]})}})
-    lines = undecidable_by_design(one_seed, "small")
-    assert any("'better_beats_base' is undecidable at scale 'small': 1 seed(s)" in line for line in lines)
+    assert undecidable_by_design(one_seed, "small") == [
+        "toy: scale 'small': 1 seed(s), so all 4 claims are undecidable (a verdict needs 3)"]
+    (c,) = [c for c in evaluate_claims(task, pd.DataFrame(), "small") if c["id"] == "asym"]
+    assert c["verdict"] == "undecidable" and c["reason"] == "undecidable by design: 3 sizes, 3 parameters"
 
 
 def test_write_and_read_claims(tmp_path, results):
