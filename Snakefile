@@ -14,6 +14,7 @@ import shlex
 import sys
 
 from harness.dag import datasets_of, plan
+from harness.dvcstages import repro_target, static_datasets, write_plugin_stages
 
 SCALE = config.get("scale", "small")
 TASKS = [t for t in str(config.get("tasks", "")).split(",") if t] or None
@@ -29,6 +30,11 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 RUNS = plan(SCALE, TASKS, results_dir=RESULTS)
 DATASETS = datasets_of(RUNS)
+# Datasets of pip-installed plugins have no line in dvc.yaml: their stages are generated from
+# the plugin registry into plugins/dvc.yaml (harness.dvcstages; docs/writing-a-task.md).
+STATIC_DATASETS = static_datasets()
+if DATA_VIA == "dvc" and any(d not in (STATIC_DATASETS or set()) for d in DATASETS):
+    write_plugin_stages()
 
 wildcard_constraints:
     scale="tiny|small|paper",
@@ -48,7 +54,8 @@ rule data:
     resources:
         dvc=1,  # one DVC command at a time: they share the repo lock
     params:
-        cmd=lambda wc: (f"{shlex.quote(sys.executable)} -m dvc repro --single-item build@{wc.dataset}" if DATA_VIA == "dvc"
+        cmd=lambda wc: (f"{shlex.quote(sys.executable)} -m dvc repro --single-item "
+                        f"{shlex.quote(repro_target(wc.dataset, STATIC_DATASETS))}" if DATA_VIA == "dvc"
                         else f"{HARNESS} data build {wc.dataset} --force"),
     shell:
         "{params.cmd}"

@@ -82,6 +82,11 @@ def cmd_data(args) -> int:
     elif args.action == "list":
         for name, (_fn, owners) in sorted(data.builders().items()):
             print(f"{name:<16} tasks: {', '.join(owners)}")
+    elif args.action == "stages":
+        from harness.dvcstages import write_plugin_stages
+
+        path, names = write_plugin_stages()
+        print(f"{path}: {len(names)} plugin dataset stage(s){': ' + ', '.join(names) if names else ''}")
     elif args.action == "verify":
         bad = [n for n in args.names if not data.verify(n)]
         for n in bad:
@@ -93,18 +98,25 @@ def cmd_data(args) -> int:
 # -- run / reproduce --------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from harness.config import parse_overrides
+    from harness.config import MAX_SEED, parse_overrides
     from harness.runner import run_one
 
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed}: a seed is an integer from 0 to {MAX_SEED}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give at least 1 (default: the scale's resources.threads)")
     overrides = parse_overrides(args.set or [])
     try:
         rec = run_one(args.task, args.method, args.benchmark, args.seed, args.scale, overrides=overrides,
                       results_dir=_results(args), device=args.device, threads=args.threads, force=args.force)
     except ConfigError:
         raise
-    except BaseException as e:  # the failure record is written; say where, exit non-zero
-        print(f"error: run failed: {type(e).__name__}: {e} (failure record under {_results(args)}/failures/)",
-              file=sys.stderr)
+    except BaseException as e:  # say where the failure record is, if one was written; exit non-zero
+        path = getattr(e, "failure_record", None)
+        where = (f"failure record: {path}" if path is not None and Path(path).is_file()
+                 else "it failed before it started, so no failure record was written")
+        msg = " ".join(str(e).split())
+        print(f"error: run failed: {type(e).__name__}: {msg} ({where})", file=sys.stderr)
         return 1
     ms = ", ".join(f"{m['name']}={m['value'] if m['value'] is not None else m.get('nonfinite')}"
                    for m in rec["metrics"])
@@ -126,6 +138,14 @@ def cmd_registry(args) -> int:
     from harness.registry import Registry
 
     reg = Registry(url=args.registry, results_dir=_results(args))
+    if args.action == "rebuild":
+        moved, (n_new, n_old, errors) = reg.rebuild()
+        if moved:
+            print(f"moved the old registry aside to {moved}")
+        print(f"rebuilt {reg!r} from the run records: {n_new} indexed")
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        return 1 if errors else 0
     if args.action == "ingest":
         n_new, n_old, errors = reg.ingest_dir(_results(args))
         print(f"ingested {n_new} new, {n_old} already present")
@@ -166,14 +186,28 @@ def _claims_path(args) -> Path:
     return Path(args.claims) if getattr(args, "claims", None) else _results(args) / f"claims-{args.scale}.json"
 
 
+def _ingest_and_warn(reg, args) -> None:
+    """Ingest (unless --no-ingest) and warn about every run record that cannot be read: its run is
+    left out of claims and tables, and the report lists it among the failures."""
+    if args.no_ingest:
+        errors = reg.unreadable_records(_results(args))
+    else:
+        errors = reg.ingest_dir(_results(args)).errors
+    for e in errors:
+        print(f"warning: left out: {' '.join(str(e).split())}", file=sys.stderr)
+    if errors:
+        print(f"warning: {len(errors)} run record(s) could not be read; their runs are missing from the claims "
+              "(fewer seeds) and listed as failures in the report. Delete each and rerun it (snakemake will).",
+              file=sys.stderr)
+
+
 def cmd_claims(args) -> int:
     from harness.claims import evaluate_claims, write_claims
     from harness.plugins import discover
     from harness.registry import Registry
 
     reg = Registry(url=args.registry, results_dir=_results(args))
-    if not args.no_ingest:
-        reg.ingest_dir(_results(args))
+    _ingest_and_warn(reg, args)
     tasks, _ = discover()
     chosen = [t for t in (args.task or "").split(",") if t] or sorted(tasks)
     for t in chosen:
@@ -201,8 +235,7 @@ def cmd_report(args) -> int:
     from harness.report.render import render_from_registry
 
     reg = Registry(url=args.registry, results_dir=_results(args))
-    if not args.no_ingest:
-        reg.ingest_dir(_results(args))
+    _ingest_and_warn(reg, args)
     paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args))
     print(f"wrote {len(paths)} pages to {args.out}/ (open {Path(args.out) / 'index.html'})")
     return 0
@@ -218,18 +251,34 @@ def cmd_compare(args) -> int:
 
 
 def cmd_new_task(args) -> int:
-    from harness.scaffold import new_task
+    from harness.scaffold import new_package, new_task
 
-    folder = new_task(args.name, Path(args.dest))
+    if args.package:
+        root = new_package(args.name, Path(args.dest or "."))
+        print(f"created the plugin package {root} (entry point {args.name} = \"{args.name}:task\" in its "
+              f"pyproject.toml). Install it and check it:\n  pip install -e {root}\n  harness validate\n"
+              f"  pytest {root / 'tests'}\nIts datasets get DVC stages in plugins/dvc.yaml by themselves "
+              "(docs/writing-a-task.md).")
+        return 0
+    dest = Path(args.dest or "tasks")
+    folder, module = new_task(args.name, dest)
     print(f"created {folder}; register it in pyproject.toml under [project.entry-points.\"harness.tasks\"]:\n"
-          f"  {args.name} = \"tasks.{args.name}:task\"\nthen `pip install -e .` and `harness validate`")
+          f"  {args.name} = \"{module}:task\"\nadd its dataset to dvc.yaml (stages.build.foreach), "
+          "then `pip install -e .` and `harness validate`")
     return 0
 
 
 # -- parser -----------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of the command."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p = _Parser(prog="harness", description=__doc__.splitlines()[0])
     p.add_argument("--results", help="results folder (default: $HARNESS_RESULTS_DIR or ./results)")
     p.add_argument("--registry", help="registry URL (default: $HARNESS_REGISTRY_URL or results/registry.sqlite)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -242,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="*")
     s.set_defaults(func=cmd_validate)
 
-    s = sub.add_parser("data", help="build, list or verify datasets")
-    s.add_argument("action", choices=["build", "list", "verify"])
+    s = sub.add_parser("data", help="build, list or verify datasets; write the DVC stages of plugin datasets")
+    s.add_argument("action", choices=["build", "list", "verify", "stages"])
     s.add_argument("names", nargs="*")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_data)
@@ -265,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("registry", help="ingest, list, show or export runs")
-    s.add_argument("action", choices=["ingest", "ls", "show", "export"])
+    s.add_argument("action", choices=["ingest", "ls", "show", "export", "rebuild"],
+                   help="rebuild: move a damaged SQLite registry aside and index every run record again")
     s.add_argument("run_id", nargs="?", help="for show")
     s.add_argument("--task")
     s.add_argument("--scale")
@@ -300,13 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("new-task", help="scaffold a task plugin with tests")
     s.add_argument("name")
-    s.add_argument("--dest", default="tasks")
+    s.add_argument("--package", action="store_true",
+                   help="a pip-installable plugin package (pyproject.toml with the entry point) in DEST/NAME")
+    s.add_argument("--dest", help="in-repo: folder of task packages (default tasks); --package: where to create it "
+                                  "(default .)")
     s.set_defaults(func=cmd_new_task)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else 2
     if args.command == "registry" and args.action == "show" and not args.run_id:
         print("error: registry show needs a RUN_ID", file=sys.stderr)
         return 2
@@ -320,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyError as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a damaged registry is a user-facing error, not a traceback
+        from harness.registry import registry_error
+
+        err = registry_error(e, getattr(args, "registry", None), _results(args))
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
 
 

@@ -37,6 +37,16 @@ def data_root() -> Path:
     return Path(os.environ.get("HARNESS_DATA_DIR", "data"))
 
 
+def dataset_folder(name: str, root: Path | None = None) -> Path:
+    """``root/name``, after checking that ``name`` is one plain path component."""
+    from harness.config import DATASET_RE
+
+    if not isinstance(name, str) or not DATASET_RE.match(name):
+        raise ConfigError(f"dataset name {name!r} must be path-safe (letters, digits, _ . -, starting with a "
+                          "letter or digit)")
+    return Path(root or data_root()) / name
+
+
 def builders() -> dict[str, tuple[Callable[[], Any], list[str]]]:
     """Every dataset builder of every loadable task: name -> (builder, [task names])."""
     from harness.plugins import discover
@@ -45,6 +55,7 @@ def builders() -> dict[str, tuple[Callable[[], Any], list[str]]]:
     out: dict[str, tuple[Callable[[], Any], list[str]]] = {}
     for tname, task in sorted(tasks.items()):
         for dname, fn in task.datasets().items():
+            dataset_folder(dname)  # a builder's name becomes data/<name>/: it must be path-safe
             if dname in out and out[dname][0] is not fn:
                 raise ConfigError(
                     f"dataset {dname!r} has two different builders (tasks {out[dname][1][0]!r} and {tname!r}): "
@@ -86,7 +97,7 @@ def build(name: str, root: Path | None = None, force: bool = False) -> Path:
     if name not in table:
         raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(sorted(table)) or 'none'}); see `harness tasks`")
     root = Path(root or data_root())
-    target = root / name
+    target = dataset_folder(name, root)
     if (target / MANIFEST).exists() and not force:
         return target
     fn, _ = table[name]
@@ -125,23 +136,79 @@ def _missing(name: str, folder: Path) -> ConfigError:
 
 
 def manifest(name: str, root: Path | None = None) -> dict[str, Any]:
-    folder = Path(root or data_root()) / name
+    folder = dataset_folder(name, root)
     path = folder / MANIFEST
     if not path.exists():
         raise _missing(name, folder)
-    return json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict) or not isinstance(m.get("content_hash"), str):
+            raise ValueError("no content_hash")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataMismatch(f"{path} is not a dataset manifest ({e}). {_restore_hint(name)}") from None
+    return m
 
 
 def data_hash(name: str, root: Path | None = None) -> str:
     return manifest(name, root)["content_hash"]
 
 
+class DataMismatch(ConfigError):
+    """A dataset's files on disk are not the ones its manifest (and so a run's record) names."""
+
+
+def _restore_hint(name: str) -> str:
+    return (f"Restore the DVC-tracked copy with `dvc checkout data/{name}`, or rebuild it with "
+            f"`harness data build {name} --force`.")
+
+
+#: (dataset folder, content hash) pairs whose files this process has hashed and found intact.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def verified_hash(name: str, root: Path | None = None) -> str:
+    """The content hash of ``name``, after checking that the Arrow files on disk hash to it.
+
+    Every file is hashed once per process (a run process verifies the data it records); a
+    mismatch, a missing or an extra file raises :class:`DataMismatch` naming the fix.
+    """
+    folder = dataset_folder(name, root)
+    m = manifest(name, root)
+    key = (str(folder.resolve()), m["content_hash"])
+    if key in _VERIFIED:
+        return m["content_hash"]
+    on_disk = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*.arrow"))}
+    hashes = {rel: file_sha256(p) for rel, p in on_disk.items()}
+    h = hashlib.sha256()
+    for rel in sorted(hashes):  # the same sum as content_hash(), from the hashes just taken
+        h.update(rel.encode())
+        h.update(hashes[rel].encode())
+    problems = []
+    listed = m.get("files")
+    if isinstance(listed, dict):
+        problems += [f"{f} changed" for f in sorted(listed) if f in hashes and hashes[f] != listed[f]]
+        problems += [f"{f} missing" for f in sorted(set(listed) - set(hashes))]
+        problems += [f"{f} not in the manifest" for f in sorted(set(hashes) - set(listed))]
+    if h.hexdigest()[:16] != m["content_hash"] and not problems:
+        problems.append("the files do not hash to the manifest's content_hash")
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise DataMismatch(
+            f"dataset {name!r} at {folder} is not the data its manifest records (content_hash "
+            f"{m['content_hash']}): {shown}. A run never uses data that differ from the hash it records. "
+            + _restore_hint(name)
+        )
+    _VERIFIED.add(key)
+    return m["content_hash"]
+
+
 def load_dataset(name: str, root: Path | None = None):
-    """The materialised ``datasets.DatasetDict`` of ``name`` (memory-mapped Arrow)."""
-    folder = Path(root or data_root()) / name
+    """The materialised ``datasets.DatasetDict`` of ``name`` (memory-mapped Arrow), verified
+    against its manifest (once per process, see :func:`verified_hash`)."""
+    folder = dataset_folder(name, root)
     if not (folder / MANIFEST).exists():
         raise _missing(name, folder)
-    return _load_cached(str(folder.resolve()), manifest(name, root)["content_hash"])
+    return _load_cached(str(folder.resolve()), verified_hash(name, root))
 
 
 @lru_cache(maxsize=8)
@@ -153,7 +220,7 @@ def _load_cached(folder: str, chash: str):
 
 def verify(name: str, root: Path | None = None) -> bool:
     """True when the files on disk still hash to the manifest's content hash."""
-    folder = Path(root or data_root()) / name
+    folder = dataset_folder(name, root)
     return content_hash(folder) == manifest(name, root)["content_hash"]
 
 

@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.config import ConfigError, path_safe
+from harness.config import BENCH_RE, MAX_SEED, NAME_RE, SCALES, ConfigError, path_safe
 
 SCHEMA_VERSION = 1
 
@@ -56,19 +56,41 @@ def decode_value(m: Mapping[str, Any]) -> float:
 
 
 def record_relpath(scale: str, task: str, benchmark: str, variant: str, seed: int) -> Path:
+    """``<scale>/<task>/<benchmark>/<variant path-safe>/seed<k>.json``; every part is checked to
+    be one plain path component, so the path cannot leave the folder it is joined to."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}: use one of {', '.join(SCALES)}")
+    if not isinstance(task, str) or not NAME_RE.match(task):
+        raise ConfigError(f"task name {task!r} must be snake_case (a-z, 0-9, _)")
+    if not isinstance(benchmark, str) or not BENCH_RE.match(benchmark):
+        raise ConfigError(f"benchmark name {benchmark!r} must be path-safe (letters, digits, _ . -)")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed {seed!r} must be an integer from 0 to {MAX_SEED}")
     return Path(scale) / task / benchmark / path_safe(variant) / f"seed{seed}.json"
 
 
+def inside(root: Path, path: Path) -> Path:
+    """``path``, after checking that it lies inside ``root`` (lexically: ``..`` is resolved,
+    symlinks are not followed, so a results folder may itself be a link)."""
+    r, p = os.path.normpath(os.path.abspath(root)), os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([r, p]) != r:
+        raise ConfigError(f"{path} lies outside {root}: refusing to write there")
+    return Path(path)
+
+
 def run_path(results_dir: Path, scale: str, task: str, benchmark: str, variant: str, seed: int) -> Path:
-    return Path(results_dir) / "runs" / record_relpath(scale, task, benchmark, variant, seed)
+    root = Path(results_dir) / "runs"
+    return inside(root, root / record_relpath(scale, task, benchmark, variant, seed))
 
 
 def failure_path(results_dir: Path, scale: str, task: str, benchmark: str, variant: str, seed: int) -> Path:
-    return Path(results_dir) / "failures" / record_relpath(scale, task, benchmark, variant, seed)
+    root = Path(results_dir) / "failures"
+    return inside(root, root / record_relpath(scale, task, benchmark, variant, seed))
 
 
 def artifact_dir(results_dir: Path, scale: str, task: str, benchmark: str, variant: str, seed: int) -> Path:
-    return Path(results_dir) / "artifacts" / record_relpath(scale, task, benchmark, variant, seed).with_suffix("")
+    root = Path(results_dir) / "artifacts"
+    return inside(root, root / record_relpath(scale, task, benchmark, variant, seed).with_suffix(""))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -438,17 +438,75 @@ class Registry:
                 continue  # replaced or removed while we scanned: nothing to index
             except ConfigError as e:
                 errors.append(str(e))
+                self._index_unreadable(Path(p), str(e))
                 continue
             try:
                 new = self.ingest_record(rec, p)
             except ConfigError as e:
                 errors.append(str(e))
+                self._index_unreadable(Path(p), str(e))
                 continue
             if new:
                 n_new += 1
             else:
                 n_existing += 1
         return IngestSummary(n_new, n_existing, errors)
+
+    def _index_unreadable(self, path: Path, message: str) -> None:
+        """A record under ``runs/`` that cannot be read is its run's failure: index it as one
+        (``error_type`` CorruptRecord), so reports list it until a rerun replaces the file."""
+        key = _run_key_of_path(path)
+        if key is None:
+            return
+        try:
+            blob, mtime = path.read_bytes(), path.stat().st_mtime
+        except OSError:
+            return
+        when = _dt.datetime.fromtimestamp(mtime, _dt.timezone.utc).isoformat(timespec="microseconds")
+        row = {"failure_id": hashlib.sha256(str(path).encode() + b"\0" + blob).hexdigest()[:16], "run_id": None,
+               **key, "method": key["variant"].split("[", 1)[0], "error_type": "CorruptRecord",
+               "message": message, "traceback": None, "started_at": when, "finished_at": when,
+               "git_commit": None, "record_path": str(path), "ingested_at": _now()}
+        self._ensure()
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(failures_table).values(**row).on_conflict_do_nothing())
+
+    def unreadable_records(self, results_dir: str | Path | None = None) -> list[str]:
+        """One message per record file under ``results_dir`` that cannot be read (nothing is indexed)."""
+        errors = []
+        for p in _record_files(Path(results_dir) if results_dir is not None else self.results_dir):
+            try:
+                read_record(p)
+            except FileNotFoundError:
+                continue
+            except ConfigError as e:
+                errors.append(str(e))
+        return errors
+
+    def rebuild(self) -> tuple[Path | None, IngestSummary]:
+        """Rebuild an SQLite registry from the run records (the source of truth): the old file
+        (damaged, or from another schema) is moved aside, never deleted. Returns where it went."""
+        if self.dialect != "sqlite":
+            raise ConfigError(
+                f"{self!r}: `harness registry rebuild` recreates SQLite registries only; a shared PostgreSQL "
+                "registry holds other machines' runs, so ingest into it (`harness registry ingest`) instead"
+            )
+        db = make_url(self.url).database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            raise ConfigError(f"{self!r}: not a registry file")
+        self.close()
+        path = Path(db).expanduser()
+        moved = None
+        if path.exists():
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            moved = path.with_name(f"{path.name}.damaged-{stamp}")
+            os.replace(path, moved)
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    os.replace(side, moved.with_name(moved.name + suffix))
+        self._ready = False
+        return moved, self.ingest_dir()
 
     def ingest_paths(self, paths: Iterable[str | Path]) -> tuple[int, int]:
         """Ingest record files; returns ``(n_new, n_existing)``.
@@ -471,13 +529,7 @@ class Registry:
         decides how loudly to report it.
         """
         root = Path(results_dir) if results_dir is not None else self.results_dir
-        files: list[Path] = []
-        for sub in ("runs", "history", "failures"):
-            base = root / sub
-            if base.is_dir():
-                files.extend(sorted(p for p in base.rglob("*.json")
-                                    if p.is_file() and not p.name.startswith(".")))
-        return self._ingest_files(files)
+        return self._ingest_files(_record_files(root))
 
     # -- queries --------------------------------------------------------------------------
     def _select_runs(self, task: str | None, scale: str | None, extra=None) -> list[dict[str, Any]]:
@@ -689,6 +741,52 @@ class Registry:
                 raise ConfigError("parquet export needs pyarrow: pip install pyarrow") from None
             df.to_parquet(path, index=False)
         return path
+
+
+def _record_files(root: Path) -> list[Path]:
+    """Record files under ``runs/``, ``history/`` and ``failures/``, skipping hidden files (a
+    writer's temporary file)."""
+    files: list[Path] = []
+    for sub in ("runs", "history", "failures"):
+        base = Path(root) / sub
+        if base.is_dir():
+            files.extend(sorted(p for p in base.rglob("*.json") if p.is_file() and not p.name.startswith(".")))
+    return files
+
+
+def _run_key_of_path(path: Path) -> dict[str, Any] | None:
+    """(task, scale, benchmark, variant, seed) of ``.../runs/<scale>/<task>/<benchmark>/<variant>/seed<k>.json``."""
+    parts = Path(path).parts
+    if len(parts) < 6 or parts[-6] != "runs" or not parts[-1].startswith("seed") or not parts[-1].endswith(".json"):
+        return None
+    scale, task, benchmark, vpath, fname = parts[-5:]
+    try:
+        seed = int(fname[len("seed"):-len(".json")])
+    except ValueError:
+        return None
+    name, *pairs = vpath.split("__")
+    variant = f"{name}[{','.join(pairs)}]" if pairs else name
+    return {"task": task, "scale": scale, "benchmark": benchmark, "variant": variant, "seed": seed}
+
+
+def registry_error(exc: BaseException, url: str | None, results_dir: Path) -> ConfigError | None:
+    """One clear message for a database error of the registry (damaged file, wrong URL); None when
+    ``exc`` is not one. The run records are the source of truth, so the fix is a rebuild."""
+    import sqlite3
+
+    if not isinstance(exc, (sa.exc.DBAPIError, sa.exc.DatabaseError, sqlite3.DatabaseError)):
+        return None
+    where = url or os.environ.get(ENV_URL) or f"sqlite:///{Path(results_dir) / 'registry.sqlite'}"
+    detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    damaged = any(s in detail.lower() for s in ("not a database", "malformed", "corrupt", "disk i/o error"))
+    if damaged:
+        return ConfigError(
+            f"the registry {where} is damaged ({detail}). The run records under {results_dir}/ are the source "
+            "of truth and the registry is only their index: rebuild it with `harness registry rebuild` "
+            "(moves the damaged file aside, then indexes every record)"
+        )
+    return ConfigError(f"the registry {where} cannot be used ({detail}): check HARNESS_REGISTRY_URL / --registry, "
+                       "or rebuild a local one from the run records with `harness registry rebuild`")
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

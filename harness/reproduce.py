@@ -49,6 +49,13 @@ def _link_required(rec: dict[str, Any], src: Path, dst: Path) -> None:
         _link_required(read_record(p), src, dst)
 
 
+def recorded_threads(rec: dict[str, Any]) -> int | None:
+    """The CPU thread count a record was made with (float results depend on it): the record's
+    ``threads``, or for records older than that field the count its provenance saw."""
+    n = rec.get("threads") or (rec.get("provenance") or {}).get("torch_threads")
+    return int(n) if n else None
+
+
 def reproduce(run_id: str, results_dir: str | Path = "results", registry_url: str | None = None,
               device: str | None = None) -> dict[str, Any]:
     from harness.plugins import get_task
@@ -64,7 +71,8 @@ def reproduce(run_id: str, results_dir: str | Path = "results", registry_url: st
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         _link_required(rec, results_dir, Path(tmp))
         new = run_one(rec["task"], rec["variant"], rec["benchmark"], rec["seed"], rec["scale"],
-                      overrides=overrides or None, results_dir=tmp, device=device or rec.get("device"), force=True)
+                      overrides=overrides or None, results_dir=tmp, device=device or rec.get("device"), force=True,
+                      threads=recorded_threads(rec))
     old_m, new_m = metric_values(rec), metric_values(new)
     diffs = {}
     for name in sorted(set(old_m) | set(new_m)):
@@ -72,5 +80,6 @@ def reproduce(run_id: str, results_dir: str | Path = "results", registry_url: st
         same = (a == b) or (math.isnan(a) and math.isnan(b))
         diffs[name] = {"recorded": a, "rerun": b, "identical": same, "delta": None if same else b - a}
     return {"run_id": rec["run_id"], "rerun_run_id": new["run_id"], "same_run_id": new["run_id"] == rec["run_id"],
+            "threads": new.get("threads"),
             "identical": all(d["identical"] for d in diffs.values()) and rec["status"] == new["status"],
             "status": {"recorded": rec["status"], "rerun": new["status"]}, "metrics": diffs}

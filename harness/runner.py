@@ -68,7 +68,9 @@ def rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -79,7 +81,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     import torch
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -148,6 +151,7 @@ class LocalRunContext(RunContext):
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         import torch
 
+        _check_checkpoint_state(state)
         blob = {"run_id": self.run_id, "state": dict(state), "curves": self.curves, "rng": rng_state()}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(blob, tmp)
@@ -155,13 +159,28 @@ class LocalRunContext(RunContext):
         self._checkpoints += 1
         if self._interrupt_after is not None and self._checkpoints >= self._interrupt_after:
             raise SimulatedInterrupt(f"simulated interrupt after checkpoint {self._checkpoints}")
+        pause = os.environ.get("HARNESS_PAUSE_AFTER_CHECKPOINT")
+        if pause and self._checkpoints == int(pause):  # tests: a real process to SIGKILL here
+            (self.out_dir / "_paused").write_text(str(self._checkpoints))
+            while True:
+                time.sleep(1)
 
     def restore(self) -> Mapping[str, Any] | None:
+        import pickle
+
         import torch
 
         if not self.checkpoint_path.exists():
             return None
-        blob = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint holds tensors and plain data, never code to run
+            blob = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            if not isinstance(blob, dict):
+                raise pickle.UnpicklingError(f"a {type(blob).__name__}, not a checkpoint")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
+            print(f"warning: ignoring unusable checkpoint {self.checkpoint_path} ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}); starting this run from scratch", file=sys.stderr)
+            self.checkpoint_path.unlink(missing_ok=True)
+            return None
         if blob.get("run_id") != self.run_id:  # stale: other code, config or data
             self.checkpoint_path.unlink()
             return None
@@ -202,6 +221,33 @@ class LocalRunContext(RunContext):
         return data_mod.data_root() / dataset
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_checkpoint_state(state: Any, where: str = "state") -> None:
+    """Checkpoints load with ``torch.load(weights_only=True)``: only tensors, numbers, strings,
+    None and lists/tuples/dicts of them. Anything else is named here, when it is saved."""
+    import torch
+
+    if isinstance(state, (torch.Tensor, *_PLAIN)) or isinstance(state, (torch.Size, torch.dtype, torch.device)):
+        return
+    if isinstance(state, Mapping):
+        for k, v in state.items():
+            if not isinstance(k, _PLAIN):
+                raise TypeError(f"ctx.checkpoint: key {k!r} at {where} is a {type(k).__name__}; use str or int keys")
+            _check_checkpoint_state(v, f"{where}[{k!r}]")
+        return
+    if isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            _check_checkpoint_state(v, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"ctx.checkpoint: {where} is a {type(state).__module__}.{type(state).__name__}; a checkpoint holds "
+        "tensors, numbers, strings, None, lists and dicts only (it is loaded with weights_only=True): "
+        "convert it (e.g. a numpy array with torch.from_numpy, a numpy scalar with float())"
+    )
+
+
 # -- one run --------------------------------------------------------------------------
 
 def resolve(task: Task, variant: str, benchmark: str, scale: str,
@@ -212,13 +258,30 @@ def resolve(task: Task, variant: str, benchmark: str, scale: str,
 
 
 def compute_run_id(task: Task, method: Method, bench: Benchmark, seed: int, scale: str,
-                   data_hashes: Mapping[str, str], code: str, required: list[str]) -> str:
-    return config_hash({
+                   data_hashes: Mapping[str, str], code: str, required: list[str],
+                   threads: int | None = None) -> str:
+    """The run's identity. ``threads`` (CPU threads change float results) enters the hash when it
+    differs from the scale's ``resources.threads``, the count the DAG runs with by default, so the
+    run_ids of runs made at that count are the ones they always were."""
+    key = {
         "task": task.name, "task_version": task.version, "variant": method.variant,
         "benchmark": bench.name, "benchmark_settings": dict(bench.settings),
         "config": dict(method.hyperparameters), "seed": seed, "scale": scale,
         "data": dict(data_hashes), "code": code, "requires": required,
-    })
+    }
+    if threads is not None and threads != task.config.scale(scale).resources.threads:
+        key["threads"] = int(threads)
+    return config_hash(key)
+
+
+def _check_seed_threads(seed: Any, threads: Any) -> None:
+    from harness.config import MAX_SEED
+
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed {seed!r}: a seed is an integer from 0 to {MAX_SEED}")
+    if threads is not None and (isinstance(threads, bool) or not hasattr(threads, "__index__") or int(threads) < 1):
+        raise ConfigError(f"threads {threads!r}: give a thread count of at least 1 (or leave it out: the "
+                          "scale's resources.threads)")
 
 
 def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str, *,
@@ -229,11 +292,14 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
     from harness.provenance import code_hash, collect
 
     results_dir = Path(results_dir)
+    _check_seed_threads(seed, threads)
     task = get_task(task_name)
     method, bench = resolve(task, variant, benchmark, scale, overrides)
     if bench.name not in task.config.method_benchmarks(scale, method.name) and not overrides:
         raise ConfigError(f"method {method.name!r} does not run on benchmark {bench.name!r} at scale {scale!r}")
-    data_hashes = {bench.dataset: data_mod.data_hash(bench.dataset)}
+    threads = int(threads or task.config.scale(scale).resources.threads)
+    # The data this run will read must be the data its record names (files hashed once per process).
+    data_hashes = {bench.dataset: data_mod.verified_hash(bench.dataset)}
     code = code_hash(Path(task.root))
 
     refs = task.requires(method, bench, seed, scale)
@@ -247,7 +313,8 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
             raise RequiredRunMissing(f"required run {ref} failed; fix it first")
         required.append({"task": ref.task, "variant": ref.variant, "benchmark": ref.benchmark,
                          "seed": ref.seed, "run_id": rec["run_id"]})
-    run_id = compute_run_id(task, method, bench, seed, scale, data_hashes, code, [r["run_id"] for r in required])
+    run_id = compute_run_id(task, method, bench, seed, scale, data_hashes, code, [r["run_id"] for r in required],
+                            threads=threads)
 
     out_path = run_path(results_dir, scale, task.name, bench.name, method.variant, seed)
     if out_path.exists() and not force:
@@ -260,8 +327,7 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
 
     import torch
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(threads)
     device = pick_device(device)
     deterministic = configure_determinism(device)
     seed_everything(seed)
@@ -277,7 +343,7 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
         "method": method.name, "variant": method.variant, "benchmark": bench.name, "seed": seed, "scale": scale,
         "config": dict(method.hyperparameters), "benchmark_settings": dict(bench.settings),
         "requires": required, "device": device, "data_hashes": data_hashes, "code_hash": code,
-        "deterministic": deterministic,
+        "deterministic": deterministic, "threads": threads,
     }
     started, t0, c0 = _now(), time.perf_counter(), time.process_time()
     try:
@@ -292,7 +358,12 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
                "timings": _timings(started, t0, c0, ctx), "memory": _memory(device),
                "provenance": collect(device),
                "error": {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}}
-        write_json_atomic(failure_path(results_dir, scale, task.name, bench.name, method.variant, seed), rec)
+        fpath = failure_path(results_dir, scale, task.name, bench.name, method.variant, seed)
+        write_json_atomic(fpath, rec)
+        try:  # the CLI names this file; an error raised before this point wrote none
+            e.failure_record = fpath  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
         raise
 
     status = result.status if result.status in ("ok", "diverged") else "ok"
@@ -307,6 +378,7 @@ def run_one(task_name: str, variant: str, benchmark: str, seed: int, scale: str,
     _supersede(out_path, results_dir, run_id)
     write_json_atomic(out_path, rec)
     ctx.checkpoint_path.unlink(missing_ok=True)
+    (ctx.out_dir / "_paused").unlink(missing_ok=True)
     failure_path(results_dir, scale, task.name, bench.name, method.variant, seed).unlink(missing_ok=True)
     return rec
 
@@ -340,9 +412,11 @@ def _memory(device: str) -> dict[str, Any]:
 
 
 def _artifacts(artifacts: Iterable[Artifact], out_dir: Path, results_dir: Path) -> list[dict[str, str]]:
+    from harness.record import inside
+
     out = []
     for a in artifacts:
-        p = Path(out_dir) / a.path
+        p = inside(out_dir, Path(out_dir) / a.path)
         if not p.exists():
             raise FileNotFoundError(f"artifact {a.name!r} declared at {p} but not written")
         out.append({"name": a.name, "path": str(p.relative_to(results_dir)), "sha256": data_mod.file_sha256(p)})

@@ -3,14 +3,13 @@
 Problems are collected, never raised one at a time, so a user sees them all at once:
 schema errors, a plugin that does not import, claims naming variants or benchmarks that
 do not run, a DAG that cannot be planned (a required run missing at a scale), and a
-dataset that dvc.yaml does not build.
+dataset of a task in this checkout that dvc.yaml does not build (an installed plugin's
+datasets get generated stages, see harness.dvcstages).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import yaml
 
 from harness.config import ConfigError, load_task_config, parse_variant
 
@@ -34,11 +33,18 @@ def _claim_problems(cfg) -> list[str]:
 
 
 def dvc_datasets(path: Path = Path("dvc.yaml")) -> set[str] | None:
-    if not path.exists():
-        return None
-    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
-    foreach = (stages.get("build") or {}).get("foreach") or {}
-    return set(foreach) if isinstance(foreach, (dict, list)) else set()
+    from harness.dvcstages import static_datasets
+
+    return static_datasets(path)
+
+
+def _inside_checkout(task) -> bool:
+    """True for a task whose folder is in this checkout (its datasets belong in dvc.yaml); a
+    plugin installed from elsewhere gets generated stages (harness.dvcstages) instead."""
+    try:
+        return Path(task.root).resolve().is_relative_to(Path.cwd().resolve())
+    except (OSError, TypeError, AttributeError):
+        return False
 
 
 def decidability_notes(paths: list[str]) -> list[str]:
@@ -93,8 +99,9 @@ def validate_paths(paths: list[str]) -> list[str]:
 
                 if d not in builders():
                     problems.append(f"{name}: dataset {d!r} has no builder (return it from Task.datasets())")
-            if in_dvc is not None and d not in in_dvc:
-                problems.append(f"{name}: dataset {d!r} has no stage in dvc.yaml (add it under stages.build.foreach)")
+            if in_dvc is not None and d not in in_dvc and _inside_checkout(task):
+                problems.append(f"{name}: dataset {d!r} has no stage in dvc.yaml (add it under stages.build.foreach; "
+                                "a pip-installed plugin needs no line: `harness data stages` generates its stage)")
         for scale in cfg.scales:
             try:
                 dag.plan(scale, [name])

@@ -113,3 +113,38 @@ def test_validate_passes_on_the_repository():
     out = subprocess.run([sys.executable, "-m", "harness", "validate"], cwd=repo, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+def test_bad_input_is_rejected_up_front_with_one_line(workdir, capsys):
+    """Issue 14.8: unknown hyperparameters, negative seeds, threads < 1: one error, no record, no variant."""
+    base = ["run", "toy", "--benchmark", "toy-a", "--scale", "tiny"]
+    cases = [
+        (["--method", "sgd[lrr=0.1]"], "no hyperparameter 'lrr'"),
+        (["--method", "sgd", "--set", "momentum=0.9"], "no hyperparameter 'momentum'"),
+        (["--method", "sgd", "--seed", "-1"], "--seed -1"),
+        (["--method", "sgd[lr=0.1]", "--threads", "0"], "--threads 0"),
+        (["--method", "sgd[lr=0.1]", "--threads", "-2"], "--threads -2"),
+        (["--method", "sgd[lr=0.1]", "--seed", "x"], "invalid int value"),
+    ]
+    for extra, needle in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, (extra, err)
+    assert not (workdir / "results").exists()
+
+
+def test_a_failure_message_names_only_a_record_that_was_written(workdir, capsys, monkeypatch):
+    import harness.plugins
+
+    assert main(["run", "toy", "--method", "crash", "--benchmark", "toy-a", "--scale", "tiny",
+                 "--set", "always=true"]) == 1
+    err = capsys.readouterr().err
+    path = err.split("failure record: ")[1].rstrip(")\n")
+    assert (workdir / path).is_file() and json.loads((workdir / path).read_text())["status"] == "failed"
+    # A plugin bug raised before the run starts (here in requires()) writes no record: none is named.
+    task = harness.plugins.get_task("toy")
+    monkeypatch.setattr(type(task), "requires", lambda *a, **k: 1 / 0)
+    assert main(["run", "toy", "--method", "sgd[lr=0.1]", "--benchmark", "toy-a", "--scale", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "no failure record was written" in err and "failures/" not in err
+    assert err.count("\n") == 1

@@ -299,3 +299,27 @@ def test_empty_registry_and_failing_task_figures(tmp_path):
     page = (tmp_path / "none" / "task-lonely.html").read_text()
     assert "defines no <strong>tiny</strong> scale" in page
     assert "ValueError: cannot draw &lt;this&gt;" in page
+
+
+def test_non_http_urls_from_task_yaml_never_become_links(tmp_path):
+    """Issue 14.7: a task.yaml's javascript:/data:/other-scheme URLs render as text, not links."""
+    import copy
+
+    from report_fixture import TASK_YAML
+
+    empty = __import__("pandas").DataFrame()
+    hostile = {"javascript:alert(document.cookie)": "javascript:alert(1)", " JaVaScRiPt:alert(1)": "data:text/html,x",
+               "vbscript:msgbox": "file:///etc/passwd", "//evil.example/x": "java\tscript:alert(1)"}
+    for i, (arxiv, code) in enumerate(hostile.items()):
+        data = copy.deepcopy(TASK_YAML)
+        data["paper"].update(arxiv=arxiv, code=code)
+        task = write_task(tmp_path / f"t{i}", data)
+        render_site(tmp_path / f"site{i}", tasks={"toyrep": task}, runs=empty, metrics=empty, failures=empty,
+                    claims=[], curves={}, scale="small", generated_at=GENERATED_AT)
+        page = (tmp_path / f"site{i}" / "task-toyrep.html").read_text()
+        hrefs = [n.attrs.get("href") or "" for n in parse(page).find_all("a")]
+        assert hrefs and all(not h.strip().lower().startswith(("javascript", "data:", "vbscript", "file:", "//"))
+                             and "script:" not in h.lower() for h in hrefs), hrefs
+        citation = parse(page).find("div", cls="citation")
+        assert citation.find_all("a", cls="code") == [] and citation.find_all("a", cls="arxiv") == []
+        assert "code:" in citation.text()  # shown, as text

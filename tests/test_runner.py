@@ -172,3 +172,123 @@ def test_code_hash_ignores_claims_published_and_prose_but_not_run_settings(tmp_p
     assert with_edit(lambda d: d.update(version=d["version"] + 1)) != base
     (folder / "extra.py").write_text("X = 1\n")
     assert code_hash(folder) != base
+
+
+# -- issue 14: verified data, contained paths, threads, weights-only checkpoints -------------------
+
+def _tamper_labels(folder: Path) -> None:
+    """Change every training label, keeping valid Arrow (what a bad sync or a hostile edit does)."""
+    import datasets
+
+    train = datasets.load_from_disk(str(folder / "train"))
+    flipped = train.map(lambda r: {"label": 1 - r["label"]}, keep_in_memory=True)
+    arrow = next((folder / "train").glob("*.arrow"))
+    tmp = folder.parent / "flipped"
+    flipped.save_to_disk(str(tmp))
+    arrow.write_bytes(next(tmp.glob("*.arrow")).read_bytes())
+
+
+def test_a_run_refuses_data_that_differ_from_the_hash_it_records(workdir, capsys):
+    from harness.cli import main
+
+    argv = ["run", "toy", "--method", "sgd[lr=0.1]", "--benchmark", "toy-a", "--seed", "0", "--scale", "tiny"]
+    assert main(argv) == 0
+    record = next(Path("results/runs").rglob("seed0.json"))
+    before = record.read_bytes()
+    _tamper_labels(workdir / "data" / "toy_blobs")
+    import harness.data
+
+    harness.data._VERIFIED.clear()  # a new process: nothing verified yet
+    for extra in ([], ["--force"]):  # the cached record is not served, and nothing retrains on it
+        capsys.readouterr()
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "toy_blobs" in err and "train/" in err and "changed" in err
+        assert "dvc checkout data/toy_blobs" in err and "harness data build toy_blobs --force" in err
+    assert record.read_bytes() == before
+    assert not Path("results/failures").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--method", "sgd[lr=../../../../escaped]"],
+    ["--method", "sgd[lr=0.1]", "--set", "lr=../../../../escaped"],
+    ["--method", "sgd", "--set", "lr=/tmp/escaped"],
+    ["--method", "sgd[epochs=..]"],
+    ["--method", "sgd[lr=a\\b]"],
+])
+def test_names_from_the_cli_cannot_leave_the_results_root(workdir, capsys, argv):
+    from harness.cli import main
+
+    rc = main(["run", "toy", "--benchmark", "toy-a", "--scale", "tiny", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "file name" in err or "read back" in err or "takes a number" in err
+    outside = [p for p in workdir.parent.rglob("*escaped*")] + list(Path("/tmp").glob("escaped*"))
+    assert outside == [] and not Path("results/runs").exists()
+
+
+def test_grid_values_that_are_paths_fail_validation(tmp_path):
+    import yaml
+
+    from harness.cli import main
+
+    src = Path(__file__).parent / "fixtures" / "toyplugin" / "task.yaml"
+    for bad in ("../../x", "a/b", "x,y", "true", " padded"):
+        raw = yaml.safe_load(src.read_text())
+        raw["scales"]["tiny"]["methods"]["sgd"] = {"grid": {"lr": [0.1, bad]}}
+        (tmp_path / "task.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match="grid"):
+            from harness.config import load_task_config
+
+            load_task_config(tmp_path / "task.yaml")
+        assert main(["validate", str(tmp_path)]) == 1
+
+
+def test_thread_count_is_part_of_the_run_id_and_reproduce_uses_it(workdir):
+    import torch
+
+    from harness.reproduce import reproduce
+
+    one = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny", results_dir="r1", threads=1)
+    two = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny", results_dir="r2", threads=2)
+    default = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny", results_dir="r3")  # the scale's resources.threads
+    assert one["run_id"] != two["run_id"]
+    assert default["run_id"] == one["run_id"] and default["threads"] == one["threads"] == 1
+    assert two["threads"] == 2 and two["provenance"]["torch_threads"] == 2
+    torch.set_num_threads(1)  # whatever this process uses now, reproduce uses the recorded count
+    rep = reproduce(two["run_id"], results_dir="r2")
+    assert rep["same_run_id"] and rep["identical"] and rep["threads"] == 2
+
+
+def test_checkpoints_load_weights_only(workdir, capsys):
+    """A checkpoint never runs code on load: a pickle that would is refused and the run starts over."""
+    import pickle
+
+    clean = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny", results_dir="clean")
+    ckpt = Path("results/artifacts/tiny/toy/toy-a/sgd__lr=0.5/seed0/_checkpoint.pt")
+    ckpt.parent.mkdir(parents=True)
+    pwned = workdir / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (pwned,))
+
+    with open(ckpt, "wb") as f:
+        pickle.dump({"run_id": clean["run_id"], "state": Evil(), "curves": {}, "rng": {}}, f)
+    rec = run_one("toy", "sgd[lr=0.5]", "toy-a", 0, "tiny")
+    assert not pwned.exists()
+    assert "ignoring unusable checkpoint" in capsys.readouterr().err
+    assert rec["timings"]["resumed_from_step"] is None and _metrics(rec) == _metrics(clean)
+
+
+def test_checkpoint_state_that_cannot_load_weights_only_is_named_when_saved(workdir):
+    import numpy as np
+
+    from harness.runner import LocalRunContext
+
+    ctx = LocalRunContext(task="toy", run_id="x", seed=0, device="cpu", scale="tiny", out_dir=workdir / "o",
+                          results_dir=workdir)
+    ctx.checkpoint({"step": 1, "w": __import__("torch").zeros(2), "hist": [1.0, {"a": "b"}]})
+    assert ctx.restore()["hist"] == [1.0, {"a": "b"}]
+    with pytest.raises(TypeError, match=r"state\['best'\]\['arr'\] is a numpy.ndarray.*weights_only"):
+        ctx.checkpoint({"best": {"arr": np.zeros(3)}})

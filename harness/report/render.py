@@ -134,11 +134,32 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _none_if_nan(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
+def safe_url(url: str | None) -> str:
+    """``url`` when it is an absolute http(s) URL, else "": a task.yaml's ``javascript:``,
+    ``data:`` or any other scheme never becomes a link (text stays text)."""
+    from urllib.parse import urlsplit
+
+    url = (url or "").strip()
+    if not url or any(ord(c) < 33 or c in "\\\"'<>`" for c in url):
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
+
+
 def arxiv_url(ref: str) -> str:
     ref = (ref or "").strip()
-    if not ref or ref.startswith(("http://", "https://")):
-        return ref
-    return f"https://arxiv.org/abs/{ref.removeprefix('arXiv:').removeprefix('arxiv:')}"
+    if not ref:
+        return ""
+    if ref.lower().startswith(("http://", "https://")):
+        return safe_url(ref)
+    ident = ref.removeprefix("arXiv:").removeprefix("arxiv:")
+    import re
+
+    # An arXiv identifier (2401.01234v2, hep-th/9901001); anything else is shown as text only.
+    return f"https://arxiv.org/abs/{ident}" if re.fullmatch(r"[A-Za-z.-]*/?\d{4}\.?\d{3,5}(v\d+)?", ident) else ""
 
 
 # -- statistics (from harness.stats) ---------------------------------------------------------
@@ -488,6 +509,7 @@ class _Site:
         scale_spec = cfg.scales.get(self.scale)
         return {
             "task": task, "cfg": cfg, "paper": cfg.paper, "arxiv": arxiv_url(cfg.paper.arxiv),
+            "code_url": safe_url(cfg.paper.code),
             "claims": claims, "verdict_counts": self.verdict_counts(claims),
             "effect_svg": Markup(plots.effect_plot(claims) or "") if claims else "",
             "benchmarks": benches, "published_rest": [_published_row(p) for p in pub_rest],
