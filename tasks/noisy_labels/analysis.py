@@ -21,14 +21,19 @@ import numpy as np
 
 from harness.api import ClaimEvidence
 
-#: Claim 3: k*/K counts as "a small fraction of K" below this (paper: ~2-10% of 512 channels).
-KSTAR_FRACTION_MAX = 0.2
+#: Claim 3: k*/K counts as "a small fraction of K" up to this: the paper's upper end (~2-10% of
+#: 512 channels; released checkpoints k* = 9-47).
+KSTAR_FRACTION_MAX = 0.10
 #: Claim 6: "costs little" = nested - CE > -CLEAN_TOLERANCE points on clean data.
 CLEAN_TOLERANCE = 1.0
-#: Claim 2: Dropout and Nested "within a few points" = mean |dropout - nested| < this.
-FEW_POINTS = 5.0
+#: Claim 2: Dropout and Nested "within a few points" = mean |dropout - nested| < this: the largest
+#: Dropout*-vs-Nested* gap in the paper's own numbers (CIFAR-10 sym 20%, released checkpoints:
+#: 85.2 vs 89.1; Clothing1M 0.3, ANIMAL-10N 0.3, CIFAR-100 sym 20% 1.3).
+FEW_POINTS = 4.0
 #: Claim 5: the rates between which the CE-vs-nested gap should grow.
 GAP_RATES = (0.2, 0.5)
+#: The CE baseline of every claim: its validation-selected variant (the same tuning budget as the others).
+CE = "ce_best"
 
 
 def _ok(frame, metric: str):
@@ -81,7 +86,7 @@ def _paired(frame, metric: str, treatment: str, control: str, benchmarks: list[s
 # -- claim 3: k* is a small fraction of K; accuracy falls after k* ----------------------------
 
 def claim_kstar_small(task, frame) -> ClaimEvidence:
-    """effect = 0.2 - k*/K of nested_best, averaged over the noisy benchmarks within a seed."""
+    """effect = 0.10 - k*/K of nested_best, averaged over the noisy benchmarks within a seed."""
     settings = _settings(task, frame)
     f = _ok(frame, "k_star_fraction")
     noisy = [b for b, s in settings.items() if _noisy(s)]
@@ -113,11 +118,11 @@ def claim_acc_falls_after_kstar(task, frame) -> ClaimEvidence:
 # -- claim 5: the CE-vs-compression gap grows with the noise rate -----------------------------
 
 def claim_gap_grows_with_noise(task, frame) -> ClaimEvidence:
-    """Per seed: gap(r) = nested_best - ce at symmetric rate r; effect = gap(0.5) - gap(0.2),
+    """Per seed: gap(r) = nested_best - ce_best at symmetric rate r; effect = gap(0.5) - gap(0.2),
     averaged over the datasets that have both rates."""
     settings = _settings(task, frame)
     sym = {b: s for b, s in settings.items() if s["noise"] in ("symmetric", "sym")}
-    all_gaps = _paired(frame, "test_accuracy", "nested_best", "ce", list(sym))
+    all_gaps = _paired(frame, "test_accuracy", "nested_best", CE, list(sym))
     lo_r, hi_r = GAP_RATES
     per_seed: dict[int, list[float]] = {}
     for ds in sorted({s["dataset"] for s in sym.values()}):
@@ -140,10 +145,10 @@ def claim_gap_grows_with_noise(task, frame) -> ClaimEvidence:
 # -- claim 6: without noise nested costs little ------------------------------------------------
 
 def claim_clean_cost_small(task, frame) -> ClaimEvidence:
-    """effect = (nested_best - ce) + 1 point on clean benchmarks, per seed (greater than 0)."""
+    """effect = (nested_best - ce_best) + 1 point on clean benchmarks, per seed (greater than 0)."""
     settings = _settings(task, frame)
     clean = [b for b, s in settings.items() if not _noisy(s)]
-    d = _paired(frame, "test_accuracy", "nested_best", "ce", clean)
+    d = _paired(frame, "test_accuracy", "nested_best", CE, clean)
     per_seed: dict[int, list[float]] = {}
     for (b, seed), v in d.items():
         per_seed.setdefault(seed, []).append(v)
@@ -155,7 +160,7 @@ def claim_clean_cost_small(task, frame) -> ClaimEvidence:
 # -- claim 2 (second half): dropout and nested are within a few points -------------------------
 
 def claim_dropout_close_to_nested(task, frame) -> ClaimEvidence:
-    """effect = 5 - |dropout_best - nested_best| per (noisy benchmark, seed) (greater than 0)."""
+    """effect = 4 - |dropout_best - nested_best|, the noisy benchmarks averaged within a seed."""
     settings = _settings(task, frame)
     noisy = [b for b, s in settings.items() if _noisy(s)]
     d = _paired(frame, "test_accuracy", "dropout_best", "nested_best", noisy)

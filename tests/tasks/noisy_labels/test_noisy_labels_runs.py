@@ -30,7 +30,7 @@ def state_of(path):
     return blob.get("state_dict") or blob["A"]["state_dict"]
 
 
-@pytest.mark.parametrize("name", ["ce", "dropout[p=0.5]", "nested_dropout[sigma=4]"])
+@pytest.mark.parametrize("name", ["ce[weight_decay=0.0005]", "dropout[p=0.5]", "nested_dropout[sigma=4]"])
 def test_stage_one_is_deterministic(name, tmp_path, digits_loaded):
     r1, c1 = run(name, 0, tmp_path, "a")
     torch.manual_seed(999)  # leftover global RNG state must not matter
@@ -78,9 +78,9 @@ def stage_one(tmp_path, digits_loaded):
 
 
 def test_coteaching_from_scratch_is_deterministic(tmp_path, digits_loaded):
-    r1, c1 = run("coteaching", 0, tmp_path, "a")
-    r2, _ = run("coteaching", 0, tmp_path, "b")
-    r3, _ = run("coteaching", 1, tmp_path, "c")
+    r1, c1 = run("coteaching[forget_ramp_epochs=2]", 0, tmp_path, "a")
+    r2, _ = run("coteaching[forget_ramp_epochs=2]", 0, tmp_path, "b")
+    r3, _ = run("coteaching[forget_ramp_epochs=2]", 1, tmp_path, "c")
     assert values(r1) == values(r2) != values(r3)
     # forget-rate ramp over 2 epochs towards the realised noise fraction (503 of 1000 labels:
     # round-half-up of 0.5 * n_c per class)
@@ -127,7 +127,7 @@ def test_ensemble_averages_the_pair(tmp_path, stage_one):
 
 
 def test_divergence_is_a_result(tmp_path, digits_loaded):
-    m = variant("ce")
+    m = variant("ce[weight_decay=0.0005]")
     hp = {**m.hyperparameters, "lr": 1e12, "warmup_iters": 0}
     res = task.run(m, BENCH, hp, FakeCtx(0, tmp_path / "div"))
     assert res.status == "diverged" and not res.is_finite
@@ -135,7 +135,10 @@ def test_divergence_is_a_result(tmp_path, digits_loaded):
 
 def test_requires_edges():
     ref = lambda v, s: RunRef("noisy_labels", v, "digits-sym50", s)  # noqa: E731
-    assert task.requires(variant("ce"), BENCH, 0, "tiny") == []
+    assert task.requires(variant("ce[weight_decay=0.0005]"), BENCH, 0, "tiny") == []
+    # CE and co-teaching from scratch are tuned on validation like dropout and nested.
+    assert task.requires(variant("ce_best"), BENCH, 2, "tiny") == [ref("ce[weight_decay=0.0005]", 2)]
+    assert task.requires(variant("coteaching_best"), BENCH, 2, "tiny") == [ref("coteaching[forget_ramp_epochs=2]", 2)]
     assert task.requires(variant("nested_best"), BENCH, 1, "tiny") == [
         ref("nested_dropout[sigma=4]", 1), ref("nested_dropout[sigma=8]", 1)]
     expected = [ref("nested_best", 1), ref("nested_dropout[sigma=4]", 1001), ref("nested_dropout[sigma=8]", 1001)]
@@ -153,4 +156,6 @@ def test_dag_closes_over_b_members():
     keys = {(r.variant, r.seed) for r in runs.values()}
     assert ("nested_dropout[sigma=8]", 1000) in keys and ("dropout[p=0.5]", 1001) in keys
     assert ("nested_best", 1000) not in keys  # B is the trial matching A's choice, not a second selection
-    assert len(runs) == 26
+    # per seed: ce, ce_best, dropout, dropout_best, 2 nested, nested_best, coteaching, coteaching_best,
+    # 3 stage-two runs, and the B members at seed + 1000 (dropout, 2 nested): 15 x 2 seeds
+    assert len(runs) == 30
