@@ -209,6 +209,28 @@ class RunResult:
         return all(math.isfinite(m.value) for m in self.metrics)
 
 
+@dataclass(frozen=True)
+class RunEstimate:
+    """What one run costs, as ``Task.estimate`` predicts it before anything runs (``harness plan --estimate``).
+
+    FLOPs are counted, not timed: the harness turns them into GPU-hours on a named GPU at an
+    assumed model-FLOPs utilisation (MFU), the task's own ``mfu`` when it gives one.
+    """
+
+    flops: float
+    """Model FLOPs of the whole run: training (forward + backward) plus every evaluation pass."""
+    peak_memory_bytes: float
+    """Accelerator memory at the run's peak: weights, gradients, optimizer state, activations."""
+    data_bytes: float = 0.0
+    """Disk of the dataset the run reads (counted once per dataset in a bill, not per run)."""
+    checkpoint_bytes: float = 0.0
+    """Disk the run writes: its last resumable checkpoint and its artifacts."""
+    mfu: float | None = None
+    """The task's MFU assumption for this run (a Python time loop, a small CNN), else the bill's default."""
+    note: str = ""
+    """How it was counted (model size, tokens, steps), one line for the bill."""
+
+
 class RunContext:
     """Everything a run may ask of the harness. Built by :mod:`harness.runner`.
 
@@ -359,6 +381,12 @@ class Task:
             if e.name == target:
                 return None
             raise
+
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any],
+                 scale: str) -> RunEstimate | None:
+        """The cost of one run (FLOPs, peak memory, disk), predicted from its resolved config
+        without running it; None when the task does not estimate (``harness plan --estimate``)."""
+        return None
 
     def figures(self, runs: "pd.DataFrame", scale: str) -> list[tuple[str, str]]:
         """Task-specific report figures: a list of (title, inline SVG)."""

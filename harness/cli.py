@@ -250,6 +250,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """The runs of a scale per task; with --estimate their bill (harness/estimate.py)."""
+    if args.estimate:
+        from harness.estimate import bill, format_bill
+
+        b = bill(args.scale, args.task or None, gpu=args.gpu, mfu=args.mfu)
+        print(json.dumps(b.to_dict(with_runs=args.per_run), indent=1) if args.json else format_bill(b, args.per_run))
+        return 0
+    from harness.dag import plan
+
+    runs = plan(args.scale, args.task or None)
+    counts: dict[str, int] = {}
+    for r in runs.values():
+        counts[r.task] = counts.get(r.task, 0) + 1
+    for name, n in sorted(counts.items()):
+        print(f"{name:<24}{n:>6} runs")
+    print(f"{'total':<24}{len(runs):>6} runs")
+    return 0
+
+
 def cmd_new_task(args) -> int:
     from harness.scaffold import new_package, new_task
 
@@ -347,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task")
     s.add_argument("--scale")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("plan", help="the runs of a scale; --estimate: FLOPs, GPU-hours, memory and disk")
+    s.add_argument("--scale", default="paper")
+    s.add_argument("--task", action="append", help="only this task (repeatable)")
+    s.add_argument("--estimate", action="store_true", help="cost every run (Task.estimate) and total it")
+    s.add_argument("--gpu", default="H100", help="GPU of the bill: H100 (default), H200, A100, L40S")
+    s.add_argument("--mfu", type=float, help="model-FLOPs utilisation for every run (default: each task's own, "
+                                             "else 0.4)")
+    s.add_argument("--per-run", action="store_true", help="one line per run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("new-task", help="scaffold a task plugin with tests")
     s.add_argument("name")

@@ -65,6 +65,11 @@ class InfiniteComputeTask(Task):
 
         return run_method(self, method, benchmark, dict(config), ctx)
 
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from .estimate import estimate_run
+
+        return estimate_run(method, benchmark, dict(config))
+
     # -- figures; the shape claims are analysis.claim_* (found by Task.claim_function) -----------
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures

@@ -10,8 +10,12 @@ the paper requires. The validation set is the first ``val_tokens`` tokens of the
 validation files in sorted order, the same for every run.
 
 Paper scale: ``dclm`` is built by :func:`build_dclm` from a DCLM-style text source read
-through ``datasets`` (hub id or local file in ``$IC_DCLM_SOURCE``), tokenised, and
-materialised with the first D training tokens and a held-out validation slice.
+through ``datasets`` (hub id or local file in ``$IC_DCLM_SOURCE``), tokenised with the
+Llama-3 tokenizer (``$IC_TOKENIZER``: a tokenizer.json or a hub id; required, no silent byte
+fallback, ``IC_TOKENIZER=bytes`` only on purpose) and materialised with the first
+``IC_TRAIN_TOKENS`` training tokens (default 2 x 200M, the largest budget) and a held-out
+validation slice. A benchmark's ``train_tokens`` takes the first D of them, so the budgets are
+nested prefixes of one stream, as the paper's (the first ``base_train_steps`` batches).
 """
 
 from __future__ import annotations
@@ -83,8 +87,10 @@ def stdlib_budget(dataset: str, seed: int, train_tokens: int, val_tokens: int,
     return windows(train, seq_len), windows(val, seq_len)
 
 
-def dclm_budget(dataset: str, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-tokenised windows of a dataset built by :func:`build_dclm`."""
+def dclm_budget(dataset: str, seq_len: int, train_tokens: int | None = None,
+                vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-tokenised windows of a dataset built by :func:`build_dclm`: the first ``train_tokens``
+    training tokens (all when None) and the whole validation slice."""
     from harness.data import load_dataset
 
     dd = load_dataset(dataset).with_format("numpy")
@@ -92,6 +98,17 @@ def dclm_budget(dataset: str, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     if train.shape[1] != seq_len + 1:
         raise ConfigError(f"{dataset} was built with windows of {train.shape[1] - 1} tokens, the run asks "
                           f"for seq_len={seq_len}: rebuild it with IC_SEQ_LEN={seq_len}")
+    if train_tokens is not None:
+        n = int(train_tokens) // seq_len
+        if n > len(train):
+            raise ConfigError(f"{dataset} holds {len(train) * seq_len} training tokens, the benchmark asks for "
+                              f"train_tokens={train_tokens}: rebuild it with IC_TRAIN_TOKENS={train_tokens} or more "
+                              "(`harness data build dclm --force`)")
+        train = train[:n]
+    top = int(max(train.max(initial=0), val.max(initial=0)))
+    if vocab_size is not None and top >= vocab_size:
+        raise ConfigError(f"{dataset} holds token id {top}, beyond vocab_size={vocab_size}: it was tokenised with "
+                          f"another tokenizer; rebuild it with {TOKENIZER_ENV} set to the Llama-3 tokenizer")
     return train.astype(np.int64), val.astype(np.int64)
 
 
@@ -99,7 +116,8 @@ def load_budget(benchmark, seed: int, config: dict) -> tuple[np.ndarray, np.ndar
     if benchmark.dataset == "python_stdlib":
         return stdlib_budget(benchmark.dataset, seed, int(config["train_tokens"]), int(config["val_tokens"]),
                              int(config["seq_len"]))
-    return dclm_budget(benchmark.dataset, int(config["seq_len"]))
+    return dclm_budget(benchmark.dataset, int(config["seq_len"]), int(config["train_tokens"]),
+                       int(config["vocab_size"]))
 
 
 # -- paper scale: DCLM-style text through `datasets` ------------------------------------------
@@ -119,17 +137,30 @@ def _open_source(source: str):
                           "to a reachable hub id or a local .jsonl/.parquet file of rows with a 'text' field") from None
 
 
+TOKENIZER_HINT = (f"set {TOKENIZER_ENV} to the Llama-3 tokenizer: the path of its tokenizer.json (e.g. from "
+                  "meta-llama/Meta-Llama-3-8B, 128,256 tokens; vocab_size 128,257 with the separator) or a hub id "
+                  f"the `tokenizers` library can fetch; {TOKENIZER_ENV}=bytes tokenises bytes on purpose (vocabulary "
+                  "257: set vocab_size: 257 too)")
+
+
 def _tokenizer():
-    """Encode function and vocabulary size: $IC_TOKENIZER (a tokenizer.json, via `tokenizers`) or bytes."""
+    """Encode function and vocabulary size: $IC_TOKENIZER (a tokenizer.json or hub id, via `tokenizers`),
+    or bytes when it says ``bytes``. Unset or unloadable: a ConfigError naming the fix, never a fallback."""
     name = os.environ.get(TOKENIZER_ENV)
     if not name:
+        raise ConfigError(f"building dclm needs a tokenizer and {TOKENIZER_ENV} is not set: {TOKENIZER_HINT}")
+    if name == "bytes":
         return (lambda text: np.append(np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64), EOS),
                 VOCAB_SIZE)
     try:
         from tokenizers import Tokenizer
     except ImportError:
         raise ConfigError(f"{TOKENIZER_ENV}={name} needs the `tokenizers` package: pip install tokenizers") from None
-    tok = Tokenizer.from_file(name) if Path(name).exists() else Tokenizer.from_pretrained(name)
+    try:
+        tok = Tokenizer.from_file(name) if Path(name).exists() else Tokenizer.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - offline hub, bad path: one message naming the fix
+        raise ConfigError(f"cannot load the tokenizer {TOKENIZER_ENV}={name!r} ({type(e).__name__}: {e}); "
+                          f"{TOKENIZER_HINT}") from None
     eos = tok.get_vocab_size()  # one extra id as document separator
 
     def encode(text: str) -> np.ndarray:
@@ -143,11 +174,11 @@ def build_dclm(train_tokens: int | None = None, val_tokens: int | None = None, s
     validation = the next ``val_tokens`` (disjoint documents). Sizes from the env for the DVC stage."""
     import datasets
 
-    train_tokens = int(train_tokens or os.environ.get("IC_TRAIN_TOKENS", 209_715_200))
+    train_tokens = int(train_tokens or os.environ.get("IC_TRAIN_TOKENS", 2 * 209_715_200))
     val_tokens = int(val_tokens or os.environ.get("IC_VAL_TOKENS", 1024 * 4096))
     seq_len = int(seq_len or os.environ.get("IC_SEQ_LEN", 4096))
+    encode, vocab = _tokenizer()  # first: a missing tokenizer fails before any download
     stream = _open_source(source or os.environ.get(DCLM_ENV, DCLM_DEFAULT))
-    encode, vocab = _tokenizer()
     need = {"validation": val_tokens + 1, "train": train_tokens + 1}
     out, buf, split, total = {}, [], "validation", 0  # validation first: a fixed head of the stream
     for row in stream:
@@ -163,8 +194,16 @@ def build_dclm(train_tokens: int | None = None, val_tokens: int | None = None, s
             split = "train"
     if "train" not in out:
         raise ConfigError(f"the DCLM source ran out before {train_tokens} training tokens")
-    return datasets.DatasetDict({s: datasets.Dataset.from_dict({"input_ids": out[s].tolist()})
-                                 for s in ("train", "validation")})
+    return datasets.DatasetDict({s: _windows_dataset(out[s]) for s in ("train", "validation")})
+
+
+def _windows_dataset(arr: np.ndarray):
+    """(n, T+1) int32 windows as a Dataset straight from Arrow (a Python list of 400M ints would need ~30 GB)."""
+    import datasets
+    import pyarrow as pa
+
+    col = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr).reshape(-1)), arr.shape[1])
+    return datasets.Dataset(pa.table({"input_ids": col}))
 
 BUILDERS = {"python_stdlib": build_python_stdlib, "dclm": build_dclm}
 __all__ = ["BUILDERS", "VOCAB_SIZE", "EOS", "load_budget", "stdlib_budget", "windows", "study_seed",

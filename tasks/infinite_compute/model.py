@@ -157,14 +157,18 @@ class LlamaLM(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T); ``caches`` (one dict per block) for sampling."""
+    def forward(self, idx: torch.Tensor, caches: list[dict] | None = None, hidden: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for token ids (B, T); ``caches`` (one dict per block) for sampling.
+
+        ``hidden=True``: the final normed hidden states (B, T, d) instead, for a loss that applies
+        the head chunk by chunk (train.chunked_cross_entropy) so the (B, T, V) logits never exist."""
         if idx.shape[1] > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
         x = self.embed(idx)
         for i, block in enumerate(self.blocks):
             x = block(x, self.rope_cos, self.rope_sin, None if caches is None else caches[i])
-        return self.head(self.norm(x))
+        x = self.norm(x)
+        return x if hidden else self.head(x)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -14,6 +14,7 @@ Methods (card §3.2):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping
 
@@ -39,6 +40,7 @@ def model_config(config: Mapping[str, Any], size: str) -> ModelConfig:
     if size not in sizes:
         raise KeyError(f"size {size!r} is not under 'sizes' in task.yaml (known: {', '.join(sizes)})")
     spec = dict(sizes[size])
+    spec.pop("micro_batch", None)  # a training knob kept beside the size it is sized for
     return ModelConfig(vocab_size=int(config["vocab_size"]), max_seq_len=int(config["seq_len"]),
                        n_head=int(spec.pop("n_head", config.get("n_head", 4))), **spec)
 
@@ -47,17 +49,27 @@ def train_config(config: Mapping[str, Any], epochs: float, lr: float, wd: float,
     return TrainConfig(epochs=float(epochs), lr=float(lr), weight_decay=float(wd), batch_size=int(config["batch_size"]),
                        warmup_frac=float(config["warmup_frac"]), clip=float(config["clip"]), syn_weight=syn_weight,
                        ckpt_every=int(config["ckpt_every"]), log_every=int(config["log_every"]),
-                       compile=bool(config.get("compile", False)))
+                       compile=bool(config.get("compile", False)), micro_batch=int(config.get("micro_batch", 0)),
+                       ce_chunk=int(config.get("ce_chunk", 0)))
+
+
+def eval_kw(config: Mapping[str, Any]) -> dict:
+    """Evaluation slicing: ``eval_batch`` windows per forward, ``ce_chunk`` tokens of logits at a time."""
+    return {"batch": int(config.get("eval_batch", 64)), "chunk": int(config.get("ce_chunk", 0))}
 
 
 def train_and_eval(config, size: str, tc: TrainConfig, bench, ctx, syn_windows=None, train_on=None) -> tuple[LlamaLM, dict]:
     """Fresh model of ``size`` (init from the run's seed), trained by ``tc``; val and train NLL."""
     train, val = load_budget(bench, ctx.seed, config)
+    micro = (config["sizes"].get(size) or {}).get("micro_batch")
+    if micro:  # the size's own micro-batch (paper scale); the update is the same as one pass
+        tc = dataclasses.replace(tc, micro_batch=int(micro))
     torch.manual_seed(ctx.seed)  # init depends on the seed only, not on leftover RNG state
     model = LlamaLM(model_config(config, size)).to(ctx.device)
     stats = train_lm(model, train if train_on is None else train_on, tc, ctx.seed, ctx.device, ctx,
                      syn_windows=syn_windows)
-    out = {"val_loss": eval_loss(model, val, ctx.device), "train_loss": eval_loss(model, train, ctx.device),
+    ev = eval_kw(config)
+    out = {"val_loss": eval_loss(model, val, ctx.device, **ev), "train_loss": eval_loss(model, train, ctx.device, **ev),
            "n_params": model.num_params(non_embedding=True), "n_params_total": model.num_params(), **stats}
     return model, out
 
@@ -203,7 +215,7 @@ def run_ensemble(task, method, bench, config, ctx) -> RunResult:
     seeds = member_seeds(ctx.seed, int(config["n_members"]))
     models = load_members(task, variant, bench, seeds, ctx)
     _, val = load_budget(bench, ctx.seed, config)
-    losses = ensemble_losses(models, val, ctx.device)
+    losses = ensemble_losses(models, val, ctx.device, **eval_kw(config))
     singles = [float(ctx.require(_ref(task, variant, bench, s))["info"]["val_loss"]) for s in seeds]
     fit = fit_power_law(np.arange(1, len(losses) + 1), losses)
     extra = {f"val_loss_k{k + 1}": v for k, v in enumerate(losses)}
@@ -221,14 +233,26 @@ def run_soup(task, method, bench, config, ctx) -> RunResult:
     variant = member_variant(task, "ensemble", config, config["member_size"], ctx.scale)
     models = load_members(task, variant, bench, member_seeds(ctx.seed, 2), ctx)
     _, val = load_budget(bench, ctx.seed, config)
-    soup_loss = eval_loss(average_weights(models), val, ctx.device)
-    ens = ensemble_losses(models, val, ctx.device)
+    ev = eval_kw(config)
+    soup_loss = eval_loss(average_weights(models), val, ctx.device, **ev)
+    ens = ensemble_losses(models, val, ctx.device, **ev)
     return RunResult(metrics=(Metric("val_loss", soup_loss, LOWER), Metric("ens2_val_loss", ens[1], LOWER),
-                              Metric("member_val_loss", float(np.mean([ens[0], eval_loss(models[1], val, ctx.device)])), LOWER)),
+                              Metric("member_val_loss", float(np.mean([ens[0], eval_loss(models[1], val, ctx.device, **ev)])), LOWER)),
                      info={"soup_val_loss": soup_loss, "logit_average_val_loss": ens[1]})
 
 
 # -- distillation -------------------------------------------------------------------------------
+
+def separator_id(config: Mapping[str, Any]) -> int:
+    """The document separator: the last id of the vocabulary (byte EOS 256 of 257; the tokenizer's
+    vocabulary size at paper scale, data.build_dclm appends it after each document)."""
+    return int(config["vocab_size"]) - 1
+
+
+def sample_dtype(vocab_size: int):
+    """Smallest integer type holding every token id (int16 overflows a 128K vocabulary)."""
+    return np.int16 if vocab_size <= np.iinfo(np.int16).max else np.int32
+
 
 def teacher_seeds(source: str, seed: int, config) -> list[int]:
     return member_seeds(seed, int(config["n_members"]) if source == "ensemble" else 1)
@@ -242,6 +266,7 @@ def run_teacher_samples(task, method, bench, config, ctx) -> RunResult:
     seeds = teacher_seeds(source, ctx.seed, config)
     models = load_members(task, variant, bench, seeds, ctx)
     seq_len = int(config["seq_len"])
+    eos = separator_id(config)
     n_total = int(float(d["sample_factor"]) * int(config["train_tokens"])) // seq_len
     shares = [n_total // len(models) + (1 if k < n_total % len(models) else 0) for k in range(len(models))]
     chunks = []
@@ -250,11 +275,11 @@ def run_teacher_samples(task, method, bench, config, ctx) -> RunResult:
         model.eval()
         for i in range(0, n, int(d["sample_batch"])):
             b = min(int(d["sample_batch"]), n - i)
-            s = model.sample(b, seq_len, gen, temperature=float(d["temperature"]), bos=EOS)
-            chunks.append(torch.cat([torch.full((b, 1), EOS, dtype=torch.long, device=s.device), s], 1).cpu())
-    windows = torch.cat(chunks).numpy().astype(np.int16)
+            s = model.sample(b, seq_len, gen, temperature=float(d["temperature"]), bos=eos)
+            chunks.append(torch.cat([torch.full((b, 1), eos, dtype=torch.long, device=s.device), s], 1).cpu())
+    windows = torch.cat(chunks).numpy().astype(sample_dtype(int(config["vocab_size"])))
     np.save(ctx.out_dir / "samples.npy", windows)
-    eos_rate = float((windows[:, 1:] == EOS).mean())
+    eos_rate = float((windows[:, 1:] == eos).mean())
     return RunResult(metrics=(Metric("sample_tokens", float(windows[:, 1:].size), True),
                               Metric("sample_eos_rate", eos_rate, LOWER)),
                      artifacts=(Artifact("samples", "samples.npy"),),

@@ -5,6 +5,13 @@ student's real:synthetic batch mixing (card §3.2 item 6). The batch order is a 
 function of (seed, epoch), so a run resumed from a checkpoint equals an uninterrupted one
 bit for bit on CPU. On CUDA the forward runs under bf16 autocast with fp32 master weights
 (and optionally ``torch.compile``), as the paper's bf16 compute.
+
+Memory at paper scale (batch 64 x 4096 tokens, vocabulary 128,257): the full logits would be
+67 GB in bf16 plus a 134 GB fp32 copy. Two knobs keep them from ever existing: ``micro_batch``
+(rows per forward/backward, gradients accumulated over the batch; the update is the same) and
+``ce_chunk`` (tokens per slice of the output head in :func:`chunked_cross_entropy`, which
+computes the loss and its gradients slice by slice). Evaluation slices the same way. Both 0
+(tiny/small scale): the plain path, bit for bit as before.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ class TrainConfig:
     ckpt_every: int = 256
     log_every: int = 32
     compile: bool = False
+    micro_batch: int = 0
+    """Rows per forward/backward pass, gradients accumulated over the batch (0: the whole batch)."""
+    ce_chunk: int = 0
+    """Tokens per slice of the output head in the loss (0: full logits, the plain path)."""
+
+    def __post_init__(self):
+        if self.micro_batch and self.batch_size % self.micro_batch:
+            raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -96,15 +111,82 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, lr: float, clip: float, device: str) -> torch.Tensor:
-    """One optimizer step; returns the (detached) loss."""
+class _ChunkedLinearCE(torch.autograd.Function):
+    """Mean cross-entropy of ``h @ W.T`` against ``y``, one slice of ``chunk`` tokens at a time.
+
+    The forward computes each slice's logits (fp32 after a ``dtype`` matmul), its loss and, at
+    once, its gradients (softmax - onehot): only one (chunk, V) block is ever alive, and nothing
+    of it is kept for the backward, which only scales the stored gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, y, chunk: int, dtype):
+        n = h.shape[0]
+        acc = torch.promote_types(h.dtype, torch.float32)  # fp32 (fp64 in tests)
+        w = weight.to(dtype)
+        grad_h = torch.empty(h.shape, dtype=acc, device=h.device)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        total = torch.zeros((), dtype=acc, device=h.device)
+        for s in range(0, n, chunk):
+            hc, yc = h[s:s + chunk].to(dtype), y[s:s + chunk]
+            logits = (hc @ w.t()).to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            p = torch.exp(logits - lse[:, None])
+            p[torch.arange(len(yc), device=p.device), yc] -= 1.0
+            pd = p.to(dtype)
+            grad_h[s:s + chunk] = (pd @ w).to(acc)
+            grad_w += (pd.t() @ hc).to(acc)
+        ctx.save_for_backward(grad_h / n, grad_w / n)
+        ctx.dtypes = (h.dtype, weight.dtype)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, g):
+        grad_h, grad_w = ctx.saved_tensors
+        return (grad_h * g).to(ctx.dtypes[0]), (grad_w * g).to(ctx.dtypes[1]), None, None, None
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Mean NLL of ``hidden (.., d) @ weight (V, d).T`` against ``targets``, never holding more than
+    ``chunk`` rows of logits; ``dtype`` of the matmuls (bf16 on a GPU; default: hidden's)."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    return _ChunkedLinearCE.apply(h, weight, targets.reshape(-1), int(chunk), dtype or h.dtype)
+
+
+def _micro_loss(model, x, y, device: str, ce_chunk: int, head_weight) -> torch.Tensor:
+    with autocast_for(device):
+        out = model(x, hidden=bool(ce_chunk))
+    if not ce_chunk:
+        return lm_loss(out, y)
+    dtype = torch.bfloat16 if device.startswith("cuda") else out.dtype
+    return chunked_cross_entropy(out, head_weight, y, ce_chunk, dtype)
+
+
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, lr: float, clip: float, device: str,
+               micro_batch: int = 0, ce_chunk: int = 0, head_weight=None) -> torch.Tensor:
+    """One optimizer step; returns the (detached) loss.
+
+    ``micro_batch`` rows per forward/backward with gradients summed (each slice's mean loss
+    weighted by its share of the rows: the same gradient as one pass); ``ce_chunk`` tokens per
+    slice of the head (``head_weight``: the head's weight, needed because ``model`` may be compiled).
+    """
     for g in opt.param_groups:
         g["lr"] = lr
-    with autocast_for(device):
-        logits = model(x)
-    loss = lm_loss(logits, y)
+    if ce_chunk and head_weight is None:
+        raise ValueError("ce_chunk needs head_weight (the output head's weight)")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if not micro_batch or micro_batch >= len(x):
+        loss = _micro_loss(model, x, y, device, ce_chunk, head_weight)
+        loss.backward()
+    else:
+        loss = torch.zeros((), device=x.device)
+        for s in range(0, len(x), micro_batch):
+            part = _micro_loss(model, x[s:s + micro_batch], y[s:s + micro_batch], device, ce_chunk, head_weight)
+            share = len(x[s:s + micro_batch]) / len(x)
+            (part * share).backward()
+            loss = loss + part.detach() * share
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     return loss.detach()
@@ -139,7 +221,7 @@ def train_lm(model: LlamaLM, train_windows: np.ndarray, tc: TrainConfig, seed: i
             parts.append(syn[torch.from_numpy(syn_stream.take(step * syn_rows, syn_rows)).to(device)])
         batch = torch.cat(parts) if len(parts) > 1 else parts[0]
         loss = train_step(step_model, opt, batch[:, :-1], batch[:, 1:], lr_at(step, n_steps, tc.lr, warmup),
-                          tc.clip, device)
+                          tc.clip, device, tc.micro_batch, tc.ce_chunk, model.head.weight)
         running.append(loss)  # a tensor: no host sync per step on a GPU
         if on_step is not None:
             on_step(step)
@@ -156,42 +238,53 @@ def train_lm(model: LlamaLM, train_windows: np.ndarray, tc: TrainConfig, seed: i
 # -- evaluation -----------------------------------------------------------------------------
 
 @torch.no_grad()
-def iter_logits(model: LlamaLM, windows: np.ndarray, device: str, batch: int = 64) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """(fp32 logits, targets) per chunk of windows, in order."""
+def iter_logits(model: LlamaLM, windows: np.ndarray, device: str, batch: int = 64,
+                chunk: int = 0) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(fp32 logits (n, V), targets (n,)) per slice, in order: ``batch`` windows at a time, and
+    with ``chunk`` > 0 at most ``chunk`` tokens of logits at a time (the head applied per slice)."""
     model.eval()
     data = torch.from_numpy(np.ascontiguousarray(windows))
     for i in range(0, len(data), batch):
-        chunk = data[i:i + batch].to(device)
+        rows = data[i:i + batch].to(device)
+        x, y = rows[:, :-1], rows[:, 1:].reshape(-1)
         with autocast_for(device):
-            logits = model(chunk[:, :-1])
-        yield logits.float(), chunk[:, 1:]
+            out = model(x, hidden=bool(chunk))
+        if not chunk:
+            yield out.float().reshape(-1, out.shape[-1]), y
+            continue
+        h = out.reshape(-1, out.shape[-1])
+        for s in range(0, len(h), chunk):
+            with autocast_for(device):
+                logits = model.head(h[s:s + chunk])
+            yield logits.float(), y[s:s + chunk]
     model.train()
 
 
-def eval_loss(model: LlamaLM, windows: np.ndarray, device: str, batch: int = 64) -> float:
+def eval_loss(model: LlamaLM, windows: np.ndarray, device: str, batch: int = 64, chunk: int = 0) -> float:
     """Mean per-token NLL (nats) over every predicted token of ``windows``."""
     total, count = 0.0, 0
-    for logits, y in iter_logits(model, windows, device, batch):
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+    for logits, y in iter_logits(model, windows, device, batch, chunk):
+        total += float(F.cross_entropy(logits, y, reduction="sum"))
         count += y.numel()
     return total / count
 
 
 @torch.no_grad()
-def ensemble_losses(models: Sequence[LlamaLM], windows: np.ndarray, device: str, batch: int = 64) -> list[float]:
+def ensemble_losses(models: Sequence[LlamaLM], windows: np.ndarray, device: str, batch: int = 64,
+                    chunk: int = 0) -> list[float]:
     """NLL of the logit-averaged ensemble of the first K members, for K = 1..len(models).
 
     The paper's ensemble: softmax of the *mean of member logits* (pre-softmax averaging).
     """
     totals, count = np.zeros(len(models)), 0
-    streams = [iter_logits(m, windows, device, batch) for m in models]
+    streams = [iter_logits(m, windows, device, batch, chunk) for m in models]
     for chunks in zip(*streams):
         y = chunks[0][1]
         running = torch.zeros_like(chunks[0][0])
         for k, (logits, _) in enumerate(chunks):
             running += logits
             mean = running / (k + 1)
-            totals[k] += float(F.cross_entropy(mean.reshape(-1, mean.shape[-1]), y.reshape(-1), reduction="sum"))
+            totals[k] += float(F.cross_entropy(mean, y, reduction="sum"))
         count += y.numel()
     return (totals / count).tolist()
 
