@@ -110,6 +110,10 @@ class Claim:
     """Name of a claim function (``claim_x`` in the task's analysis module) for a shape claim."""
     note: str = ""
     """How the small-scale test maps to the paper's claim."""
+    relative: bool = False
+    """A comparison's difference divided by the control's magnitude, ``(t - c) / |c|``: a unitless
+    effect, for claims whose benchmarks report the metric in different units (nats per image and
+    nats per word); ``min_effect`` is then a fraction too."""
     per_benchmark: bool = False
     """A comparison tested on each benchmark on its own (one claim ``id@benchmark`` each, all in
     the Holm family) instead of averaging the benchmarks within a seed."""

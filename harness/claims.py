@@ -12,7 +12,9 @@ Comparison claims (``metric``, ``treatment``, ``control``, ``benchmarks``, ``dir
   matches ``m[a=2,b=1]``; a bare method name whose method has a single variant per
   (benchmark, seed) is accepted too), on the claim's benchmarks (all of the scale when the
   list is empty);
-* a pair is a (benchmark, seed) key with both arms, ``d = treatment - control``;
+* a pair is a (benchmark, seed) key with both arms, ``d = treatment - control`` (with
+  ``relative: true``, ``d = (treatment - control) / |control|``, a unitless effect for claims
+  whose benchmarks measure the metric in different units);
 * a **diverged** arm (status ``diverged`` or a non-finite value) is evidence: with
   ``diverged: worst`` (the default) it takes the worst finite value of the metric seen on
   that benchmark at this scale in any run of the task, so divergence counts against the
@@ -183,6 +185,7 @@ def _base(task, claim, scale: str, kind: str, claim_id: str | None = None) -> di
         "source": claim.source, "kind": kind, "metric": claim.metric, "treatment": claim.treatment,
         "control": claim.control, "benchmarks": list(claim.benchmarks), "direction": claim.direction,
         "min_effect": abs(float(claim.min_effect)), "function": claim.function, "note": claim.note,
+        "relative": bool(getattr(claim, "relative", False)),
         "exploratory": bool(claim.exploratory), "diverged_policy": claim.diverged if kind == "comparison" else None,
         "verdict": "undecidable", "reason": "", "error": None, "undecidable": claim.undecidable_at(scale),
         "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan,
@@ -275,9 +278,16 @@ def _comparison(task, claim, rows, scale: str, benchmarks: list[str], claim_id: 
     seen = {(str(r.benchmark), int(r.seed)) for arm in arms.values() for r in arm.itertuples(index=False)}
     expected = _scale_keys(task, scale, benchmarks, [claim.treatment, claim.control]) | seen
     pairs = sorted(set(t_vals) & set(c_vals))
+
+    def diff(key) -> float:
+        d = t_vals[key] - c_vals[key]
+        if not claim.relative:
+            return d
+        return d / abs(c_vals[key]) if c_vals[key] != 0 else math.nan
+    pairs = [k for k in pairs if math.isfinite(diff(k))]  # relative to a control of 0: undefined
     by_seed: dict[int, list[float]] = {}
     for b, s in pairs:
-        by_seed.setdefault(s, []).append(t_vals[(b, s)] - c_vals[(b, s)])
+        by_seed.setdefault(s, []).append(diff((b, s)))
     out["per_seed"] = {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
     out["n_pairs"] = len(pairs)
     missing = sorted(expected - set(pairs) - (t_div | c_div))
@@ -287,7 +297,7 @@ def _comparison(task, claim, rows, scale: str, benchmarks: list[str], claim_id: 
     for b in benchmarks:
         bt = [v for k, v in t_vals.items() if k[0] == b]
         bc = [v for k, v in c_vals.items() if k[0] == b]
-        bd = [t_vals[k] - c_vals[k] for k in pairs if k[0] == b]
+        bd = [diff(k) for k in pairs if k[0] == b]
         if bt or bc or bd:
             per_bench[b] = {"n_pairs": len(bd), "mean_diff": float(np.mean(bd)) if bd else math.nan,
                             "treatment_mean": float(np.mean(bt)) if bt else math.nan,
@@ -301,7 +311,7 @@ def _comparison(task, claim, rows, scale: str, benchmarks: list[str], claim_id: 
         "missing_pairs": [{"benchmark": b, "seed": s} for b, s in missing],
         "treatment_variants": sorted(set(arms["treatment"]["variant"])) if len(arms["treatment"]) else [],
         "control_variants": sorted(set(arms["control"]["variant"])) if len(arms["control"]) else [],
-        "pairs": [{"benchmark": b, "seed": s, "diff": t_vals[(b, s)] - c_vals[(b, s)]} for b, s in pairs],
+        "pairs": [{"benchmark": b, "seed": s, "diff": diff((b, s))} for b, s in pairs],
     }
     return out
 

@@ -271,6 +271,8 @@ class ClaimSpec(_Strict):
     note: str = ""
     per_benchmark: bool = False
     """A comparison tested per benchmark (claims ``id@benchmark``) instead of averaged per seed."""
+    relative: bool = False
+    """A comparison's difference as a fraction of the control, (t - c) / |c| (unitless)."""
     diverged: Literal["worst", "exclude"] = "worst"
     """A diverged arm takes the worst value seen on its benchmark (``worst``) or drops the pair."""
     exploratory: bool = False
@@ -287,9 +289,9 @@ class ClaimSpec(_Strict):
                 f"claim {self.id!r}: give either metric+treatment+control (a comparison) "
                 "or function (a shape claim computed by the task), not both or neither"
             )
-        if self.per_benchmark and self.function:
-            raise ValueError(f"claim {self.id!r}: per_benchmark applies to comparisons; a function "
-                             "returns its own per-seed effects")
+        if (self.per_benchmark or self.relative) and self.function:
+            raise ValueError(f"claim {self.id!r}: per_benchmark and relative apply to comparisons; a "
+                             "function returns its own per-seed effects")
         if self.min_effect < 0:
             raise ValueError(f"claim {self.id!r}: min_effect is a magnitude (>= 0); the direction gives its side")
         return self
@@ -488,7 +490,7 @@ class TaskConfig(_Strict):
         return [Claim(id=c.id, statement=c.statement, source=c.source, metric=c.metric,
                       treatment=c.treatment, control=c.control, benchmarks=tuple(c.benchmarks),
                       direction=c.direction, min_effect=c.min_effect, function=c.function, note=c.note,
-                      per_benchmark=c.per_benchmark, diverged=c.diverged, exploratory=c.exploratory,
+                      per_benchmark=c.per_benchmark, relative=c.relative, diverged=c.diverged, exploratory=c.exploratory,
                       undecidable=c.undecidable)
                 for c in self.claims]
 

@@ -99,6 +99,8 @@ CLAIMS = [
      "treatment": "grid", "control": "base"},
     {"id": "worse_each", "statement": "worse > base on each benchmark", "source": "Table 1", "metric": "acc",
      "treatment": "worse", "control": "base", "per_benchmark": True},
+    {"id": "relative_loss", "statement": "better cuts the loss by more than 20%", "source": "Fig 2", "metric": "loss",
+     "treatment": "better", "control": "base", "direction": "less", "min_effect": 0.2, "relative": True},
     {"id": "gap", "statement": "wd=0.2 beats base by a margin", "source": "Fig 4", "function": "gap_claim"},
     {"id": "two_seeds", "statement": "only two seeds", "source": "Fig 4", "function": "two_seed_claim"},
     {"id": "by_design", "statement": "an asymptote", "source": "Fig 4", "function": "by_design_claim"},
@@ -188,6 +190,12 @@ def test_direction_less_with_zero_spread(results):
     assert c["p_value"] == 0.0 and c["p_refute"] == 1.0
 
 
+def test_relative_effect_is_unitless(results):
+    c = results[1]["relative_loss"]
+    # (0.7 - 1.0) / |1.0| on every pair: -30%, beyond the claimed -20%
+    assert c["relative"] is True and per_seed(c) == pytest.approx([-0.3] * 5) and c["verdict"] == "reproduced"
+
+
 def test_too_few_seeds_is_undecidable_and_missing_counted(results):
     c = results[1]["few_runs"]
     assert c["verdict"] == "undecidable" and "fewer than 3 seeds" in c["reason"]
@@ -238,11 +246,11 @@ def test_function_claims_that_fail_do_not_stop_others(results):
 def test_holm_over_both_directions_of_the_preregistered_claims(results):
     out = results[2]
     family = [c for c in out if not c["exploratory"] and c["p_adjusted"] is not None]
-    assert len(family) == 9
+    assert len(family) == 10
     raw = [c["p_value"] for c in family] + [c["p_refute"] for c in family]
     expected = holm(raw)
-    assert [c["p_adjusted"] for c in family] == pytest.approx(list(expected[:9]))
-    assert [c["p_refute_adjusted"] for c in family] == pytest.approx(list(expected[9:]))
+    assert [c["p_adjusted"] for c in family] == pytest.approx(list(expected[:10]))
+    assert [c["p_refute_adjusted"] for c in family] == pytest.approx(list(expected[10:]))
     # The exploratory claim is a family of its own: 2 hypotheses.
     post = results[1]["posthoc"]
     assert post["exploratory"] is True
