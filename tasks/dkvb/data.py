@@ -315,8 +315,8 @@ def to_arrays(dsd) -> dict[str, np.ndarray]:
     for split in dsd:
         table = dsd[split].with_format("arrow")[:]
         values = table.column("x").combine_chunks().flatten()
-        out[f"x_{split}"] = np.asarray(values, dtype=np.float32).reshape(table.num_rows, -1)
-        out[f"y_{split}"] = np.asarray(table.column("label"), dtype=np.int64)
+        out[f"x_{split}"] = np.array(values, dtype=np.float32).reshape(table.num_rows, -1)  # a writable copy
+        out[f"y_{split}"] = np.array(table.column("label"), dtype=np.int64)
     return out
 
 

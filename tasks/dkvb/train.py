@@ -76,11 +76,11 @@ def make_stream(arrays: dict[str, np.ndarray], settings: dict[str, Any], hp: dic
         xs, ys = zip(*(toy_sample(t, int(hp.get("toy_samples_per_task", 100)), rng) for t in range(len(TOY_TASKS))))
         tasks = [[c for c, _ in pairs] for pairs in TOY_TASKS]
         return Stream(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
-                      torch.as_tensor(arrays["x_test"]), torch.as_tensor(arrays["y_test"]), None, tasks, 8, toy=True)
+                      torch.tensor(arrays["x_test"]), torch.tensor(arrays["y_test"]), None, tasks, 8, toy=True)
     num_classes = int(arrays["y_train"].max()) + 1
-    return Stream(torch.as_tensor(arrays["x_train"]), torch.as_tensor(arrays["y_train"]),
-                  torch.as_tensor(arrays["x_test"]), torch.as_tensor(arrays["y_test"]),
-                  torch.as_tensor(arrays["x_pretrain"]), class_tasks(num_classes, int(hp.get("split_size", 2)), seed),
+    return Stream(torch.tensor(arrays["x_train"]), torch.tensor(arrays["y_train"]),
+                  torch.tensor(arrays["x_test"]), torch.tensor(arrays["y_test"]),
+                  torch.tensor(arrays["x_pretrain"]), class_tasks(num_classes, int(hp.get("split_size", 2)), seed),
                   num_classes)
 
 
@@ -363,8 +363,8 @@ def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ct
                 shares.append(hit.float().mean((1, 2)).numpy())
                 losses.append(correct_after[t][mask].astype(float) - final_correct[mask].astype(float))
             corr = share_forgetting_corr(shares, losses)
-            info["share_forgetting_corr"] = corr
-            info["mean_key_share_old_tasks"] = float(np.mean(np.concatenate(shares))) if shares else math.nan
+            info["share_forgetting_corr"] = corr if math.isfinite(corr) else None
+            info["mean_key_share_old_tasks"] = float(np.mean(np.concatenate(shares))) if shares else None
             if math.isfinite(corr):
                 metrics.append(Metric("share_forgetting_corr", corr, True))
     info["acc_after_task"] = acc_after
