@@ -38,11 +38,16 @@ class Splitter:
             proj = torch.randn(num_codebooks, in_dim, dim_keys, generator=generator)
             self.proj = F.normalize(proj, p=2, dim=1)  # each column unit norm over the m inputs
 
+    def to(self, device) -> "Splitter":
+        if self.proj is not None:
+            self.proj = self.proj.to(device)
+        return self
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         z = z.float()
         if self.proj is None:
             return z.reshape(z.shape[0], self.C, self.d).transpose(0, 1).contiguous()
-        return torch.einsum("bm,cmd->cbd", z, self.proj.to(z.device)).contiguous()
+        return torch.einsum("bm,cmd->cbd", z, self.proj).contiguous()
 
 
 def laplace_smoothing(cluster_size: torch.Tensor, eps: float) -> torch.Tensor:
@@ -57,13 +62,14 @@ class KeyValueBottleneck:
 
     def __init__(self, num_codebooks: int, num_pairs: int, dim_keys: int, dim_values: int, *,
                  decay: float = 0.95, eps: float = 1e-5, threshold_dead: float = 0.0, topk: int = 1,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
         self.C, self.N, self.d, self.v = num_codebooks, num_pairs, dim_keys, dim_values
         self.decay, self.eps, self.threshold_dead, self.topk = decay, eps, threshold_dead, topk
-        self.keys = torch.randn(num_codebooks, num_pairs, dim_keys, generator=generator)  # init_mode "random"
+        # init_mode "random" (drawn on the CPU generator, so a seed gives the same keys on any device)
+        self.keys = torch.randn(num_codebooks, num_pairs, dim_keys, generator=generator).to(device)
         self.keys_avg = self.keys.clone()
-        self.cluster_size = torch.zeros(num_codebooks, num_pairs)
-        self.counts = torch.zeros(num_codebooks, num_pairs)
+        self.cluster_size = torch.zeros(num_codebooks, num_pairs, device=device)
+        self.counts = torch.zeros(num_codebooks, num_pairs, device=device)
 
     # -- key initialisation (unsupervised, then frozen) -----------------------------------
     def ema_update(self, heads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -73,8 +79,9 @@ class KeyValueBottleneck:
         g = self.decay
         _, idx = kv_lookup(heads, self.keys, None, 1)
         idx = idx[..., 0]  # (C, B): the nearest key of each head (k = 1 always, as the official update)
-        sizes = torch.zeros(self.C, self.N).scatter_add_(1, idx, torch.ones(idx.shape))
-        sums = torch.zeros(self.C, self.N, self.d).scatter_add_(1, idx[..., None].expand(-1, -1, self.d), heads)
+        dev = heads.device
+        sizes = torch.zeros(self.C, self.N, device=dev).scatter_add_(1, idx, torch.ones(idx.shape, device=dev))
+        sums = torch.zeros(self.C, self.N, self.d, device=dev).scatter_add_(1, idx[..., None].expand(-1, -1, self.d), heads)
         self.cluster_size.mul_(g).add_(sizes, alpha=1 - g)
         self.keys_avg.mul_(g).add_(sums, alpha=1 - g)
         smoothed = laplace_smoothing(self.cluster_size, self.eps)
@@ -90,7 +97,7 @@ class KeyValueBottleneck:
         dead = self.cluster_size < self.threshold_dead
         if not bool(dead.any()):
             return
-        pick = torch.randint(0, heads.shape[1], (self.C, self.N), generator=generator)
+        pick = torch.randint(0, heads.shape[1], (self.C, self.N), generator=generator).to(heads.device)
         samples = torch.gather(heads, 1, pick[..., None].expand(-1, -1, self.d))
         self.keys = torch.where(dead[..., None], samples, self.keys)
 
@@ -111,8 +118,8 @@ class KeyValueBottleneck:
 
     def count(self, idx: torch.Tensor) -> None:
         """Add a training batch's selected keys (B, C, k) to the usage counters."""
-        flat = (idx + torch.arange(self.C)[None, :, None] * self.N).reshape(-1)
-        self.counts.view(-1).index_add_(0, flat, torch.ones(flat.numel()))
+        flat = (idx + torch.arange(self.C, device=idx.device)[None, :, None] * self.N).reshape(-1)
+        self.counts.view(-1).index_add_(0, flat, torch.ones(flat.numel(), device=idx.device))
 
     def fraction_unused(self) -> float:
         return float((self.counts == 0).float().mean())

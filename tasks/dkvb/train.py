@@ -18,6 +18,7 @@ i.i.d. twin share projections and keys, and every method of a seed sees the same
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -89,13 +90,15 @@ def make_stream(arrays: dict[str, np.ndarray], settings: dict[str, Any], hp: dic
 class DKVB:
     """Frozen splitter and keys, trainable values (and, for ablations, a trainable decoder)."""
 
-    def __init__(self, in_dim: int, num_classes: int, hp: dict[str, Any], seed: int):
+    def __init__(self, in_dim: int, num_classes: int, hp: dict[str, Any], seed: int, device: str = "cpu"):
         C, N, d = int(hp["num_codebooks"]), int(hp["num_pairs"]), int(hp["dim_keys"])
-        self.splitter = Splitter(hp.get("splitting", "random_projection"), in_dim, C, d, generator(seed, "splitter"))
+        self.device = device
+        self.splitter = Splitter(hp.get("splitting", "random_projection"), in_dim, C, d,
+                                 generator(seed, "splitter")).to(device)
         v = int(hp.get("dim_values") or num_classes)
         self.kv = KeyValueBottleneck(C, N, d, v, decay=float(hp.get("decay", 0.95)), eps=float(hp.get("eps", 1e-5)),
                                      threshold_dead=float(hp.get("threshold_factor", 0.0)) * int(hp.get("init_batch_size", 256)) / N,
-                                     topk=int(hp.get("topk", 1)), generator=generator(seed, "keys"))
+                                     topk=int(hp.get("topk", 1)), generator=generator(seed, "keys"), device=device)
         self.decoder_kind = hp.get("decoder", "vote")
         if self.decoder_kind == "vote" and v != num_classes:
             raise ValueError(f"the voting decoder needs dim_values = classes ({num_classes}), got {v}")
@@ -104,7 +107,7 @@ class DKVB:
             values = torch.zeros(C, N, v)
         else:
             values = float(hp.get("values_init_scale", 1e-3)) * torch.randn(C, N, v, generator=gv)
-        self.values = nn.Parameter(values)
+        self.values = nn.Parameter(values.to(device))
         torch.manual_seed(derive_seed(seed, "decoder"))
         if self.decoder_kind == "vote":
             self.decoder = None
@@ -115,6 +118,8 @@ class DKVB:
                                          nn.Linear(int(hp.get("hidden", 128)), num_classes))
         else:
             raise ValueError(f"decoder {self.decoder_kind!r}: use vote, linear or mlp")
+        if self.decoder is not None:
+            self.decoder.to(device)
         self.update_keys = bool(hp.get("update_keys_in_stream", False))
         self.stream_threshold = float(hp.get("threshold_factor", 0.0)) * int(hp.get("batch_size") or 1) / N
         self._gen_restart = generator(seed, "stream_restarts")
@@ -129,8 +134,9 @@ class DKVB:
         errors = []
         if toy:  # official notebook: 1000 batches of 100 uniform points on the unit square
             for _ in range(int(hp.get("init_batches", 1000))):
-                self.kv.ema_update(self.splitter(torch.rand(int(hp.get("init_batch_size", 100)), 2, generator=g)), g)
-            probe = self.splitter(torch.rand(2000, 2, generator=g))
+                batch = torch.rand(int(hp.get("init_batch_size", 100)), 2, generator=g).to(self.device)
+                self.kv.ema_update(self.splitter(batch), g)
+            probe = self.splitter(torch.rand(2000, 2, generator=g).to(self.device))
             errors.append(self.kv.quantisation_error(probe))
         else:
             heads = self.splitter(x_pretrain)
@@ -138,7 +144,7 @@ class DKVB:
             track = bool(hp.get("track_init_error", False))
             errors.append(self.kv.quantisation_error(heads))
             for _ in range(int(hp.get("init_epochs", 10))):
-                perm = torch.randperm(heads.shape[1], generator=g)
+                perm = torch.randperm(heads.shape[1], generator=g).to(self.device)
                 for s in range(0, len(perm), bs):
                     self.kv.ema_update(heads[:, perm[s:s + bs]], g)
                 if track:
@@ -182,13 +188,14 @@ class DKVB:
 class Head:
     """Linear probe or MLP on the raw frozen features (the baselines)."""
 
-    def __init__(self, in_dim: int, num_classes: int, hp: dict[str, Any], seed: int, kind: str):
+    def __init__(self, in_dim: int, num_classes: int, hp: dict[str, Any], seed: int, kind: str, device: str = "cpu"):
         torch.manual_seed(derive_seed(seed, "head"))
         if kind == "linear_probe":
             self.net = nn.Linear(in_dim, num_classes)
         else:
             h = int(hp.get("hidden", 128))
             self.net = nn.Sequential(nn.Linear(in_dim, h), nn.ReLU(), nn.Linear(h, num_classes))
+        self.net.to(device)
 
     def parameters(self):
         return list(self.net.parameters())
@@ -255,7 +262,7 @@ def make_optimizer(params, kind: str, lr: float):
 
 def _acc(pred: torch.Tensor, y: torch.Tensor, classes: list[int] | None = None) -> float:
     if classes is not None:
-        keep = torch.isin(y, torch.tensor(classes))
+        keep = torch.isin(y, torch.tensor(classes, device=y.device))
         pred, y = pred[keep], y[keep]
     return float((pred == y).float().mean() * 100) if len(y) else math.nan
 
@@ -279,10 +286,14 @@ def share_forgetting_corr(shares: list[np.ndarray], losses: list[np.ndarray]) ->
 def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ctx) -> RunResult:
     """Train ``model_kind`` (dkvb | linear_probe | mlp) on the stream and evaluate it."""
     iid = hp.get("stream", "class_incremental") == "iid"
+    device = str(getattr(ctx, "device", "cpu") or "cpu")
+    stream = dataclasses.replace(stream, **{f: getattr(stream, f).to(device) for f in
+                                            ("x_train", "y_train", "x_test", "y_test", "x_pretrain")
+                                            if getattr(stream, f) is not None})
     in_dim = stream.x_train.shape[1]
     info: dict[str, Any] = {"tasks": stream.tasks}
     if model_kind == "dkvb":
-        model = DKVB(in_dim, stream.num_classes, hp, seed)
+        model = DKVB(in_dim, stream.num_classes, hp, seed, device)
         info["init_quantisation_error"] = model.fit_keys(stream.x_pretrain, hp, seed, stream.toy)
         if not model.update_keys:
             model.cache_indices(stream.x_train)
@@ -290,7 +301,7 @@ def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ct
         reset_per_task = False
         label_smoothing = float(hp.get("label_smoothing", 0.0))
     else:
-        model = Head(in_dim, stream.num_classes, hp, seed, model_kind)
+        model = Head(in_dim, stream.num_classes, hp, seed, model_kind, device)
         opt_kind = hp.get("head_optimizer", "sgd")
         lr = float(hp["probe_lr"] if model_kind == "linear_probe" else hp["mlp_lr"])
         reset_per_task = bool(hp.get("head_reset_optimizer", False))
@@ -311,10 +322,10 @@ def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ct
     for p, classes in enumerate(phases):
         if reset_per_task and p > 0:
             opt = make_optimizer(params, opt_kind, lr)
-        rows_all = torch.nonzero(torch.isin(stream.y_train, torch.tensor(classes))).flatten()
+        rows_all = torch.nonzero(torch.isin(stream.y_train, torch.tensor(classes, device=device))).flatten()
         bs = int(batch_size) if batch_size else len(rows_all)
         for epoch in range(epochs):
-            perm = rows_all[torch.randperm(len(rows_all), generator=g_batches)] if bs < len(rows_all) else rows_all
+            perm = rows_all[torch.randperm(len(rows_all), generator=g_batches).to(device)] if bs < len(rows_all) else rows_all
             for s in range(0, len(perm), bs):
                 rows = perm[s:s + bs]
                 logits = model.train_logits(stream.x_train, rows)
@@ -335,13 +346,13 @@ def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ct
         if model_kind == "dkvb" and not iid:
             counts_after.append(model.kv.counts.clone())
             routes_after.append(model.route_test(stream.x_test))
-            correct_after.append((pred == stream.y_test).numpy())
+            correct_after.append((pred == stream.y_test).cpu().numpy())
         if stream.toy:
-            grids.append("".join(str(int(c)) for c in model.predict(_grid_points()).tolist()))
+            grids.append("".join(str(int(c)) for c in model.predict(_grid_points().to(device)).tolist()))
     final_pred = model.predict(stream.x_test)
     last = stream.tasks[-1]
     metrics = [Metric("test_accuracy", _acc(final_pred, stream.y_test), True),
-               Metric("last_task_share", float(torch.isin(stream.y_test, torch.tensor(last)).float().mean() * 100), True),
+               Metric("last_task_share", float(torch.isin(stream.y_test, torch.tensor(last, device=device)).float().mean() * 100), True),
                Metric("old_task_accuracy", _acc(final_pred, stream.y_test, [c for t in stream.tasks[:-1] for c in t]), True)]
     if not iid:
         just_learned = [acc_after[t][t] for t in range(len(stream.tasks))]
@@ -353,14 +364,15 @@ def train_run(model_kind: str, stream: Stream, hp: dict[str, Any], seed: int, ct
         metrics.append(Metric("fraction_unused_keys", model.kv.fraction_unused(), False))
         if not iid:
             shares, losses = [], []
-            final_correct = (final_pred == stream.y_test).numpy()
+            final_correct = (final_pred == stream.y_test).cpu().numpy()
             for t in range(len(stream.tasks) - 1):
-                mask = torch.isin(stream.y_test, torch.tensor(stream.tasks[t])).numpy()
+                mask = torch.isin(stream.y_test, torch.tensor(stream.tasks[t], device=device))
                 hit_later = (counts_after[-1] - counts_after[t]) > 0  # (C, N)
                 idx = routes_after[t][mask]  # (n_t, C, k)
                 C = idx.shape[1]
-                hit = hit_later[torch.arange(C)[None, :, None], idx]
-                shares.append(hit.float().mean((1, 2)).numpy())
+                hit = hit_later[torch.arange(C, device=device)[None, :, None], idx]
+                shares.append(hit.float().mean((1, 2)).cpu().numpy())
+                mask = mask.cpu().numpy()
                 losses.append(correct_after[t][mask].astype(float) - final_correct[mask].astype(float))
             corr = share_forgetting_corr(shares, losses)
             info["share_forgetting_corr"] = corr if math.isfinite(corr) else None
