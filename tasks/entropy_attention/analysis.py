@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.api import ClaimEvidence
 
-#: Claim 3 (Table 2): claimed order of PPL at T=128, best first.
+#: Claim 3 (Table 2): claimed order of PPL at T=128, best first (tested link by link in task.yaml).
 PPL_ORDER = ("sm_ln_g", "sm_ln_r", "sm_r", "sm_g", "sm_ln")
 #: Claim 1: the deep-layer entropy drop (nats) that counts as collapse toward 0 at small scale.
 COLLAPSE_MIN_DROP = 0.5
@@ -58,32 +58,6 @@ def claim_sm_collapse(task, frame) -> ClaimEvidence:
                "sm_entropy_deep_min": _values(frame, "sm", "entropy_deep_min", ("ok", "diverged"))}
     return ClaimEvidence(per_seed={s: sm[s] - ln[s] for s in seeds}, direction="less",
                          min_effect=COLLAPSE_MIN_DROP, details=details)
-
-
-def claim_ppl_order(task, frame) -> ClaimEvidence:
-    """Claim 3: test loss ranks SM+LN+G <= SM+LN+R < SM+R < SM+G < SM+LN. Per seed: Kendall's tau
-    between the claimed order and that seed's order of test loss (1 = the same order)."""
-    vals = {m: _values(frame, m, "test_loss") for m in PPL_ORDER}
-    seeds = sorted(set.intersection(*(set(v) for v in vals.values()))) if vals else []
-    table = np.array([[vals[m][s] for m in PPL_ORDER] for s in seeds]).reshape(len(seeds), len(PPL_ORDER))
-    details: dict[str, Any] = {"claimed_order": list(PPL_ORDER)}
-    if seeds:
-        means = table.mean(axis=0)
-        details.update(mean_test_loss=dict(zip(PPL_ORDER, means.round(4).tolist())),
-                       observed_order=[m for _, m in sorted(zip(means, PPL_ORDER))])
-    else:
-        details["reason"] = "no seed has all five configurations"
-    return ClaimEvidence(per_seed={s: _kendall_tau(row) for s, row in zip(seeds, table)}, direction="greater",
-                         min_effect=0.0, details=details)
-
-
-def _kendall_tau(observed: np.ndarray) -> float:
-    """Kendall's tau between positions 0..n-1 (the claimed order) and ``observed`` values."""
-    n, s = len(observed), 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            s += np.sign(observed[j] - observed[i])
-    return float(s / (n * (n - 1) / 2))
 
 
 def claim_thresholds_nonuniform(task, frame) -> ClaimEvidence:

@@ -53,7 +53,8 @@ COMPARISONS = [c for c in task.config.claims if c.metric]
 def test_plain_comparisons_are_declarative():
     assert {c.id for c in COMPARISONS} == {"gelu_overload", "gelu_worse_than_relu", "scaled_ffn_beats_wn",
                                            "scaled_ffn_beats_sn", "ereg_lowers_loss", "ereg_less_overload",
-                                           "ereg_lowers_loss_tmul"}
+                                           "ereg_lowers_loss_tmul", "ppl_order_ln_g_below_ln_r",
+                                           "ppl_order_ln_r_below_r", "ppl_order_g_below_ln"}
     assert [c.id for c in task.config.claims if c.exploratory] == ["ereg_lowers_loss_tmul"]
 
 
@@ -81,14 +82,20 @@ def test_a_diverged_arm_counts_against_it_and_bins_of_a_diverged_run_are_left_ou
     assert bins["n_diverged"] == 3 and bins["n_seeds"] == 0 and bins["verdict"] == "undecidable"
 
 
-def test_ppl_order_kendall_tau():
+def test_ppl_order_is_tested_link_by_link():
+    links = [(c.treatment, c.control) for c in task.config.claims if c.id.startswith("ppl_order_")]
+    # with gelu_worse_than_relu (SM+R < SM+G) the links chain the claimed order end to end
+    chain = links[:2] + [("sm_r", "sm_g")] + links[2:]
+    assert [a for a, _ in chain] + [chain[-1][1]] == list(PPL_ORDER)
     base = {m: 2.0 + 0.1 * i for i, m in enumerate(PPL_ORDER)}
-    frame = _frame({(m, "test_loss"): [v, v + 0.01, v - 0.01] for m, v in base.items()})
-    c = _verdicts(frame)["ppl_order"]
-    assert c["effect"] == 1.0 and c["verdict"] == "reproduced"
-    reversed_ = _frame({(m, "test_loss"): [4.0 - v] * 3 for m, v in base.items()})
-    assert _verdicts(reversed_)["ppl_order"]["effect"] == -1.0
-    assert _verdicts(reversed_)["ppl_order"]["verdict"] == "refuted"
+    ordered = _verdicts(_frame({(m, "test_loss"): [v, v + 0.01, v - 0.01] for m, v in base.items()}))
+    assert all(ordered[c]["verdict"] == "reproduced" for c in ("ppl_order_ln_g_below_ln_r", "ppl_order_ln_r_below_r",
+                                                                 "ppl_order_g_below_ln", "gelu_worse_than_relu"))
+    # swap SM+LN+R and SM+R: the second link is refuted, the others still hold
+    swapped = dict(base, sm_ln_r=base["sm_r"], sm_r=base["sm_ln_r"])
+    out = _verdicts(_frame({(m, "test_loss"): [v, v + 0.01, v - 0.01] for m, v in swapped.items()}))
+    assert out["ppl_order_ln_r_below_r"]["verdict"] == "refuted"
+    assert out["ppl_order_g_below_ln"]["verdict"] == "reproduced"
 
 
 def test_thresholds_nonuniform_needs_spread_in_every_layer():
