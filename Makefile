@@ -1,5 +1,6 @@
 # make reproduce   fresh machine: venv, install, data, every task at `small` scale, report
 # make test        fresh machine: venv, install, the whole test suite
+# make publish     the committed study: reports/$(SCALE)/ and the task READMEs' verdict tables
 # make bench       performance benchmarks (harness overhead, kernels on a GPU)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install reproduce test test-fast bench clean
+.PHONY: install reproduce publish test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -26,7 +27,12 @@ install: $(VENV)/.installed
 
 reproduce: install
 	$(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE)
-	@echo "open reports/index.html"
+	$(VENV)/bin/harness publish --scale $(SCALE) --no-ingest
+	@echo "open reports/index.html (the published copy: reports/$(SCALE)/index.html)"
+
+# reports/$(SCALE)/ (site, claims.json, runs.parquet) and the README verdict tables, from results/.
+publish: install
+	$(VENV)/bin/harness publish --scale $(SCALE)
 
 test: install
 	$(PY) -m pytest

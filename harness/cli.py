@@ -241,6 +241,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from harness.publish import publish
+    from harness.registry import Registry
+
+    reg = Registry(url=args.registry, results_dir=_results(args))
+    if not args.no_ingest:
+        reg.ingest_dir(_results(args))
+    out = Path(args.out or f"reports/{args.scale}")
+    done = publish(reg, args.scale, _claims_path(args), out)
+    print(f"published {done['n_runs']} runs and {done['n_claims']} claims to {out}/ "
+          f"(open {out / 'index.html'}); README tables updated: {', '.join(done['readmes_changed']) or 'none changed'}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from harness.compare import compare_commits
 
@@ -360,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--claims", help="claims JSON (default results/claims-<scale>.json)")
     s.add_argument("--no-ingest", action="store_true")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("publish", help="the committed study: reports/<scale>/ (site, claims.json, runs.parquet) "
+                                       "and the task READMEs' verdict tables")
+    s.add_argument("--scale", default="small")
+    s.add_argument("--out", help="default reports/<scale>")
+    s.add_argument("--claims", help="claims JSON (default results/claims-<scale>.json)")
+    s.add_argument("--no-ingest", action="store_true")
+    s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("compare", help="what changed between two commits' runs")
     s.add_argument("rev_a")

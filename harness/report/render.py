@@ -421,7 +421,27 @@ class _Site:
                 out.append({"name": k, "counts": sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])),
                             "warn": k == "dirty tree" and "yes" in counter,
                             "mono": k == "git commit"})
+        out += self.study_span()
         return out
+
+    def study_span(self) -> list[dict]:
+        """When the study ran (first start to last finish: its wall time) and the runs' summed wall time."""
+        runs = self.runs
+        if not len(runs) or "started_at" not in runs or "finished_at" not in runs:
+            return []
+        starts = [str(t) for t in runs["started_at"] if isinstance(t, str) and t]
+        ends = [str(t) for t in runs["finished_at"] if isinstance(t, str) and t]
+        if not starts or not ends:
+            return []
+        first, last = min(starts), max(ends)
+        try:
+            span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+        except ValueError:
+            span = None
+        summed = sum(float(w) for w in runs.get("wall_s", []) if _finite(w))
+        return [{"name": "study", "counts": [(f"{first} to {last} ({fmt_duration(span)} wall)", len(runs))],
+                 "warn": False, "mono": False},
+                {"name": "run time, summed", "counts": [(fmt_duration(summed), len(runs))], "warn": False, "mono": False}]
 
     # -- the index --------------------------------------------------------------------------
     def index_context(self) -> dict:
