@@ -225,7 +225,13 @@ def cmd_claims(args) -> int:
         tests = "" if r["p_adjusted"] is None else \
             f" p_reproduce {r['p_adjusted']:.3g} p_refute {r['p_refute_adjusted']:.3g} (Holm)"
         flags = (" fragile" if r["fragile"] else "") + (" exploratory" if r["exploratory"] else "")
-        print(f"{r['verdict']:<13} {r['task']}/{r['id']:<24} effect {eff} n={r['n_seeds']}{tests}{flags}")
+        if not args.markdown:
+            print(f"{r['verdict']:<13} {r['task']}/{r['id']:<24} effect {eff} n={r['n_seeds']}{tests}{flags}")
+    if args.markdown:
+        from harness.publish import verdict_markdown
+
+        for name in chosen:
+            print(f"### {name}\n\n{verdict_markdown(results, name, args.scale)}\n")
     print(f"wrote {out}")
     return 0
 
@@ -365,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", default="small")
     s.add_argument("--task", help="one task or a comma-separated list (default: all)")
     s.add_argument("--claims", help="output (default results/claims-<scale>.json)")
+    s.add_argument("--markdown", action="store_true", help="print each task's verdict table as Markdown")
     s.add_argument("--no-ingest", action="store_true")
     s.set_defaults(func=cmd_claims)
 

@@ -66,6 +66,10 @@ def test_registry_claims_report_and_reproduce_roundtrip(workdir, capsys):
     claims = json.loads((workdir / "results" / "claims-tiny.json").read_text())
     assert {c["id"] for c in claims} == {"best_beats_fixed", "above_chance"}
     assert all(c["verdict"] in ("reproduced", "refuted", "inconclusive", "undecidable") for c in claims)
+    capsys.readouterr()
+    assert main(["claims", "--scale", "tiny", "--task", "toy", "--markdown", "--no-ingest"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("### toy\n\n| claim | verdict |") and "| `best_beats_fixed` |" in md
     assert main(["report", "--scale", "tiny"]) == 0
     assert (workdir / "reports" / "index.html").exists()
     rec = json.loads(next((workdir / "results" / "runs").rglob("seed1.json")).read_text())
