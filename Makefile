@@ -1,5 +1,6 @@
 # make reproduce   fresh machine: venv, install, data, every task at `small` scale, report
 # make test        fresh machine: venv, install, the whole test suite
+# make resume      continue after a killed snakemake (unlock, then rerun incomplete jobs)
 # make publish     the committed study: reports/$(SCALE)/ and the task READMEs' verdict tables
 # make bench       performance benchmarks (harness overhead, kernels on a GPU)
 VENV ?= .venv
@@ -13,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install reproduce publish test test-fast bench clean
+.PHONY: install reproduce resume publish test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -33,6 +34,12 @@ reproduce: install
 # reports/$(SCALE)/ (site, claims.json, runs.parquet) and the README verdict tables, from results/.
 publish: install
 	$(VENV)/bin/harness publish --scale $(SCALE)
+
+# After a killed snakemake (README, "After a crash"): drop its stale lock, then continue.
+resume: install
+	$(VENV)/bin/snakemake --unlock --cores 1 --config scale=$(SCALE)
+	$(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE)
+	@echo "open reports/index.html"
 
 test: install
 	$(PY) -m pytest
