@@ -3,7 +3,8 @@
 The rerun uses the record's task, variant, benchmark, seed, scale and config; the
 records of the runs it required (and their artifacts) are linked into the scratch
 folder, so only this run is recomputed. On CPU a faithful rerun is identical to the
-last bit; the report also says whether code or data changed since (run_id differs).
+last bit at the recorded thread count (which the rerun uses); the report also says whether
+code or data changed since (run_id differs).
 """
 
 from __future__ import annotations
