@@ -24,18 +24,32 @@ class EntropyAttentionTask(Task):
 
     def run(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         from . import configs
-        from .data import VOCAB_SIZE, load_corpus
+        from harness.config import ConfigError
+
+        from .data import VOCAB_SIZE, load_corpus, tokenizer_vocab
         from .train import train
 
         # A benchmark's settings (context length, depth) override the recipe: Tables 7-8.
         settings = {k: v for k, v in benchmark.settings.items()}
         hp = configs.resolve(method.name, {**dict(config), **settings})
-        corpus = load_corpus(benchmark.dataset, hp.get("max_train_tokens"), hp.get("max_eval_tokens"))
-        out = train(corpus, {**hp, "vocab_size": VOCAB_SIZE}, ctx, device=ctx.device)
+        tokenizer = str(hp.get("tokenizer", "bytes"))
+        corpus = load_corpus(benchmark.dataset, hp.get("max_train_tokens"), hp.get("max_eval_tokens"), tokenizer)
+        vocab = VOCAB_SIZE if tokenizer == "bytes" else int(hp["vocab_size"])
+        needed = tokenizer_vocab(tokenizer)
+        if needed > vocab:
+            raise ConfigError(f"tokenizer {tokenizer!r} has {needed} ids but vocab_size is {vocab}: raise vocab_size "
+                              "in task.yaml (GPT-2's 50,257 is padded to 50,304)")
+        out = train(corpus, {**hp, "vocab_size": vocab}, ctx, device=ctx.device)
+        out["info"]["tokenizer"] = {"name": tokenizer, "ids": needed}
         higher = self.config.higher_is_better
         metrics = tuple(Metric(name, float(value), higher(name)) for name, value in out["metrics"].items())
         diverged = out["info"]["diverged_step"] is not None
         return RunResult(metrics=metrics, status="diverged" if diverged else "ok", info=out["info"])
+
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from .estimate import estimate_run
+
+        return estimate_run(method, benchmark, config)
 
     # -- the task's figures (analysis.py; claim functions are analysis.claim_*) -----------------
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:

@@ -1,7 +1,12 @@
 """Corpora: the shared ``python_stdlib`` builder (tiny/small) and CodeParrot (paper scale).
 
-Both are read as UTF-8 bytes (vocabulary 257 with the document separator), so no tokenizer is
-downloaded; the paper's 50K code BPE is a documented difference (README).
+Tokens: ``tokenizer: bytes`` (tiny/small: UTF-8 bytes, vocabulary 257 with the document
+separator, nothing downloaded) or, at paper scale, a BPE tokenizer loaded by ``transformers``
+(``tokenizer: gpt2``: ``$EA_TOKENIZER`` names a local folder or file the library reads, else the
+hub id ``gpt2``), so that T = 128 counts BPE tokens as the paper's does. A tokenizer that cannot
+be loaded is an error naming the fix, never a fallback to bytes. Documents are joined with the
+tokenizer's EOS id; the token streams are cached per (dataset, tokenizer, split, cap) next to the
+data (``_tokens/``), so a study tokenises CodeParrot once.
 
 Paper scale: ``codeparrot`` is built from ``huggingface-course/codeparrot-ds-train`` and
 ``-valid`` (the paper's ``codeparrot-ds``) through ``datasets.load_dataset``; set
@@ -21,6 +26,8 @@ from harness.config import ConfigError
 from tasks._common.stdlib_corpus import EOS, VOCAB_SIZE, build_python_stdlib, byte_tokens  # noqa: F401
 
 CODEPARROT_ENV = "CODEPARROT_SOURCE"
+TOKENIZER_ENV = "EA_TOKENIZER"
+TOKENIZER_HUB = {"gpt2": "gpt2"}
 CODEPARROT_HUB = ("huggingface-course/codeparrot-ds-train", "huggingface-course/codeparrot-ds-valid")
 SPLIT_SEED = 0
 
@@ -92,9 +99,77 @@ def build_codeparrot():
 BUILDERS = {"python_stdlib": build_python_stdlib, "codeparrot": build_codeparrot}
 
 
-def load_corpus(dataset: str, max_train_tokens: int | None, max_eval_tokens: int | None):
-    """Byte tokens of the three splits as int64 torch tensors (cached per process)."""
-    key = (dataset, max_train_tokens, max_eval_tokens)
+class TokenizerUnavailable(ConfigError):
+    """The BPE tokenizer a paper-scale run asks for cannot be loaded."""
+
+
+def load_tokenizer(name: str):
+    """A ``transformers`` tokenizer: ``$EA_TOKENIZER`` (a local folder or tokenizer.json) or the hub id of
+    ``name``. Anything unloadable raises :class:`TokenizerUnavailable` naming the fix."""
+    local = os.environ.get(TOKENIZER_ENV)
+    source = local or TOKENIZER_HUB.get(name, name)
+    hint = (f"tokenizer {name!r}: set {TOKENIZER_ENV} to a local copy (a folder written by "
+            f"`AutoTokenizer.from_pretrained({TOKENIZER_HUB.get(name, name)!r}).save_pretrained(DIR)`, or its "
+            "tokenizer.json), or run where the Hugging Face hub is reachable; tiny/small scale use "
+            "`tokenizer: bytes` and need none")
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    except ImportError:
+        raise TokenizerUnavailable(f"the `transformers` package is missing: pip install transformers; {hint}") from None
+    try:
+        if local and Path(local).is_file():
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(local))
+        else:
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(local))
+    except Exception as e:  # noqa: BLE001 - offline hub, missing path: one message naming the fix
+        raise TokenizerUnavailable(f"cannot load {source!r} ({type(e).__name__}: {e}). {hint}") from None
+    if tok.eos_token_id is None:
+        raise TokenizerUnavailable(f"{source!r} has no EOS token to separate documents: give it one "
+                                   f"(eos_token='<|endoftext|>'). {hint}")
+    return tok
+
+
+def tokenizer_vocab(tokenizer: str) -> int:
+    """Vocabulary of a tokenizer setting (every id it can emit, the separator included)."""
+    return VOCAB_SIZE if tokenizer == "bytes" else len(load_tokenizer(tokenizer))
+
+
+def bpe_tokens(tok, texts, cap: int | None) -> np.ndarray:
+    """Documents encoded and joined with the EOS id, cut at ``cap`` tokens (None: all)."""
+    out, total = [], 0
+    texts = list(texts)
+    for i in range(0, len(texts), 256):
+        for ids in tok(texts[i:i + 256], add_special_tokens=False)["input_ids"]:
+            out.append(np.asarray(ids + [tok.eos_token_id], dtype=np.int64))
+            total += len(ids) + 1
+        if cap is not None and total >= cap:
+            break
+    arr = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return arr[:cap] if cap is not None else arr
+
+
+def _cached_tokens(dataset: str, split: str, tokenizer: str, tok, texts, cap: int | None) -> np.ndarray:
+    """BPE tokens of a split, cached as .npy beside the dataset (keyed by the tokenizer's vocabulary hash)."""
+    import hashlib
+    import json
+
+    from harness.data import data_root
+
+    vocab = hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:12]
+    path = data_root() / "_tokens" / f"{dataset}-{tokenizer}-{vocab}-{split}-{cap}.npy"
+    if path.exists():
+        return np.load(path)
+    arr = bpe_tokens(tok, texts, cap)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr.astype(np.int32))
+    os.replace(tmp, path)
+    return arr
+
+
+def load_corpus(dataset: str, max_train_tokens: int | None, max_eval_tokens: int | None, tokenizer: str = "bytes"):
+    """Tokens of the three splits as int64 torch tensors (cached per process; BPE streams on disk too)."""
+    key = (dataset, max_train_tokens, max_eval_tokens, tokenizer)
     if key not in _CACHE:
         import torch
 
@@ -102,10 +177,15 @@ def load_corpus(dataset: str, max_train_tokens: int | None, max_eval_tokens: int
 
         from .train import Corpus
 
+        tok = None if tokenizer == "bytes" else load_tokenizer(tokenizer)  # before the data: fail fast
         dd = load_dataset(dataset)
 
         def tokens(split, cap):
-            return torch.from_numpy(np.ascontiguousarray(byte_tokens(dd[split]["text"], cap)))
+            if tok is None:
+                arr = byte_tokens(dd[split]["text"], cap)
+            else:
+                arr = _cached_tokens(dataset, split, tokenizer, tok, dd[split]["text"], cap)
+            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
 
         _CACHE[key] = Corpus(train=tokens("train", max_train_tokens), validation=tokens("validation", max_eval_tokens),
                              test=tokens("test", max_eval_tokens))

@@ -120,6 +120,15 @@ def windows(tokens: torch.Tensor, n: int, T: int) -> torch.Tensor:
     return torch.stack([tokens[i * T: i * T + T + 1] for i in range(n)])
 
 
+def micro_batches(x: torch.Tensor, micro: int):
+    """(slice, share of the rows) pairs covering ``x``; the whole batch once when ``micro`` is 0 or >= its rows."""
+    if not micro or micro >= len(x):
+        yield x, 1.0
+        return
+    for s in range(0, len(x), micro):
+        yield x[s:s + micro], len(x[s:s + micro]) / len(x)
+
+
 def sample_batch(tokens: torch.Tensor, batch_size: int, T: int) -> torch.Tensor:
     """Random (T+1)-token windows; uses torch's global RNG, which the runner checkpoints."""
     starts = torch.randint(0, len(tokens) - T - 1, (batch_size,))
@@ -194,6 +203,11 @@ def train(corpus: Corpus, hp: Mapping[str, Any], ctx, device: str = "cpu") -> di
         start, history = int(state["step"]), list(state["history"])
 
     train_tokens = corpus.train
+    micro = int(hp.get("micro_batch") or 0)
+    granularity = str(hp.get("ereg_granularity", "row"))
+    if ereg and granularity == "head" and 0 < micro < int(hp["batch_size"]):
+        raise ValueError("micro_batch with ereg_granularity 'head' would change the penalty (a batch mean inside "
+                         "the dead zone): use granularity 'row' or micro_batch 0")
     model.train()
     for step in range(start, steps):
         if step % eval_every == 0:
@@ -201,20 +215,30 @@ def train(corpus: Corpus, hp: Mapping[str, Any], ctx, device: str = "cpu") -> di
         for group in opt.param_groups:
             group["lr"] = lr_at(step, hp)
         x = sample_batch(train_tokens, int(hp["batch_size"]), T).to(device)
-        with _autocast(hp, device):
-            logits = model(x[:, :-1], entropy=ereg)
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-        loss = ce
-        if ereg:
-            pen = entropy_penalty(model.row_entropies(), model.reg_threshold_weights, T,
-                                  float(hp["ereg_tolerance"]), str(hp.get("ereg_granularity", "row")))
-            loss = ce + float(hp["ereg_lambda"]) * pen
-        if not torch.isfinite(loss):
+        opt.zero_grad(set_to_none=True)
+        finite, ce, loss, pen = True, None, None, None
+        for part, share in micro_batches(x, micro):
+            with _autocast(hp, device):
+                logits = model(part[:, :-1], entropy=ereg)
+            ce_i = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), part[:, 1:].reshape(-1))
+            if share != 1.0:
+                ce_i = ce_i * share  # each slice's mean weighted by its rows: the batch mean
+            loss_i = ce_i
+            if ereg:  # row granularity sums over rows: slices add up to the whole batch's penalty
+                pen_i = entropy_penalty(model.row_entropies(), model.reg_threshold_weights, T,
+                                        float(hp["ereg_tolerance"]), granularity)
+                loss_i = ce_i + float(hp["ereg_lambda"]) * pen_i
+                pen = pen_i if pen is None else pen + pen_i.detach()
+            ce = ce_i if ce is None else ce + ce_i.detach()
+            loss = loss_i if loss is None else loss + loss_i.detach()
+            if not torch.isfinite(loss_i):
+                finite = False
+                break
+            loss_i.backward()
+        if not finite:
             diverged_step = step
             ctx.log(step, curve="train", loss=float(loss.detach()), ce=float(ce.detach()))
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(hp["grad_clip"]))
         if not torch.isfinite(grad_norm):
             diverged_step = step
