@@ -4,7 +4,9 @@ Every claim function receives the metrics frame of one scale (columns run_id, ta
 variant, benchmark, seed, scale, status, name, value, higher_is_better), keeps runs with
 status ``ok`` and finite values, and returns a :class:`ClaimEvidence` with one effect per
 seed, oriented so that ``direction="greater"`` reproduces the claim. Units of independence are
-the study seeds (each its own D-token subset, initialisations and data orders). Asymptotes are
+the study seeds (each its own D-token subset, initialisations and data orders). Every effect is
+measured on the held-out test set (``test_loss``, ``test_loss_k<K>``): hyperparameters were
+selected on validation, so a claim never reads the numbers its runs were chosen by. Asymptotes are
 fitted per seed, on that seed's own curve; a fit of A/x^a + E through as many points as it has
 parameters (3) interpolates with no residual degree of freedom, so a claim resting on such a fit
 is undecidable by design at that scale (``ClaimEvidence.undecidable``). The interval, p-values
@@ -60,16 +62,17 @@ def _table(frame, method: str) -> dict[int, dict[str, dict[str, float]]]:
     return out
 
 
-def _curve(rows: dict[str, dict[str, float]], metric: str = "val_loss") -> list[tuple[float, float]]:
+def _curve(rows: dict[str, dict[str, float]], metric: str = "test_loss") -> list[tuple[float, float]]:
     """[(N, value)] sorted by N for the sizes that have both."""
     pts = [(v["n_params"], v[metric]) for v in rows.values() if "n_params" in v and metric in v]
     return sorted(pts)
 
 
-def _k_losses(row: dict[str, float]) -> list[float]:
+def _k_losses(row: dict[str, float], prefix: str = "test_loss_k") -> list[float]:
+    """Held-out loss of the logit average of the first K members, K = 1, 2, ..."""
     out, k = [], 1
-    while f"val_loss_k{k}" in row:
-        out.append(row[f"val_loss_k{k}"])
+    while f"{prefix}{k}" in row:
+        out.append(row[f"{prefix}{k}"])
         k += 1
     return out
 
@@ -126,9 +129,13 @@ def k_asymptote(loss_lists: list[list[float]]) -> float:
 # -- claim 1: the standard recipe ------------------------------------------------------------------
 
 def claim_standard_u_in_epochs(task, frame) -> ClaimEvidence:
+    """Per seed: how much worse the held-out loss is one epoch-grid step from the validation-chosen
+    optimum (the nearer side), averaged over sizes. A flat curve gives about 0 either way; on
+    validation the depth would be >= 0 by construction, which is why the test set is used."""
     t = _table(frame, "standard")
-    units = {s: float(np.mean([v["epoch_u_depth"] for v in rows.values() if "epoch_u_depth" in v]))
-             for s, rows in t.items() if any("epoch_u_depth" in v for v in rows.values())}
+    depth = {s: [v["epoch_u_depth_test"] for v in rows.values() if math.isfinite(v.get("epoch_u_depth_test", math.nan))]
+             for s, rows in t.items()}
+    units = {s: float(np.mean(d)) for s, d in depth.items() if d}
     per_size = {size: [t[s][size].get("epochs") for s in t if size in t[s]] for rows in t.values() for size in rows}
     return _per_seed_evidence(units, {"optimal_epochs_by_size": per_size})
 
@@ -142,7 +149,7 @@ def claim_standard_rises_with_size(task, frame) -> ClaimEvidence:
             units[s] = val[-1][1] - val[-2][1]
             train_change[s] = tr[-1][1] - tr[-2][1] if len(tr) >= 2 else math.nan
     return _per_seed_evidence(units, {"train_loss_change_top_two_sizes": train_change,
-                                      "val_loss_by_size": {s: _curve(r) for s, r in t.items()}})
+                                      "test_loss_by_size": {s: _curve(r) for s, r in t.items()}})
 
 
 # -- claim 2: the regularized recipe ---------------------------------------------------------------
@@ -154,7 +161,7 @@ def claim_regularized_monotone(task, frame) -> ClaimEvidence:
         c = _curve(rows)
         if len(c) >= 2:
             units[s] = min(c[i][1] - c[i + 1][1] for i in range(len(c) - 1))
-    return _per_seed_evidence(units, {"val_loss_by_size": {s: _curve(r) for s, r in t.items()}})
+    return _per_seed_evidence(units, {"test_loss_by_size": {s: _curve(r) for s, r in t.items()}})
 
 
 def _regularized_and_standard(frame):
@@ -175,7 +182,7 @@ def claim_regularized_asymptote_below_standard(task, frame) -> ClaimEvidence:
     if per_seed:
         x, y = _mean_curve([c for c, _ in per_seed.values()])
         details = {"fit_regularized_seed_mean": fit_power_law(x / 1e6, y), "n_params": x.tolist(),
-                   "mean_val_loss": y.tolist(), "best_standard_mean": float(np.mean([b for _, b in per_seed.values()]))}
+                   "mean_test_loss": y.tolist(), "best_standard_mean": float(np.mean([b for _, b in per_seed.values()]))}
     sizes = min((len(c) for c, _ in per_seed.values()), default=0)
     return _per_seed_evidence(units, details, undecidable=_no_residual(sizes, "model sizes"))
 
@@ -212,7 +219,7 @@ def claim_ensemble_monotone_in_k(task, frame) -> ClaimEvidence:
         curves[s] = losses
         if len(losses) >= 2:
             units[s] = min(losses[k] - losses[k + 1] for k in range(len(losses) - 1))
-    return _per_seed_evidence(units, {"member_size": mid, "val_loss_by_k": curves})
+    return _per_seed_evidence(units, {"member_size": mid, "test_loss_by_k": curves})
 
 
 def claim_ensemble_below_regularized(task, frame) -> ClaimEvidence:
@@ -250,9 +257,9 @@ def claim_tuned_members_lower_asymptote(task, frame) -> ClaimEvidence:
 def claim_tuned_members_individually_worse(task, frame) -> ClaimEvidence:
     mid = _member_size(task, frame)
     tuned, single = _table(frame, "ensemble"), _table(frame, "ensemble_single_opt")
-    units = {s: tuned[s][mid]["member_val_loss"] - single[s][""]["member_val_loss"]
+    units = {s: tuned[s][mid]["member_test_loss"] - single[s][""]["member_test_loss"]
              for s in sorted(set(tuned) & set(single))
-             if "member_val_loss" in tuned[s].get(mid, {}) and "member_val_loss" in single[s].get("", {})}
+             if "member_test_loss" in tuned[s].get(mid, {}) and "member_test_loss" in single[s].get("", {})}
     return _per_seed_evidence(units, {"member_size": mid})
 
 
@@ -277,7 +284,7 @@ def claim_joint_asymptote_lowest(task, frame) -> ClaimEvidence:
 
 # -- claims 7-9: distillation and soups ----------------------------------------------------------------
 
-def _val(t: dict, s: int, key: str = "", metric: str = "val_loss") -> float:
+def _val(t: dict, s: int, key: str = "", metric: str = "test_loss") -> float:
     return t.get(s, {}).get(key, {}).get(metric, math.nan)
 
 
@@ -303,8 +310,8 @@ def _student_vs_teacher(task, frame, student: str, sign: float) -> ClaimEvidence
         if math.isfinite(l_t) and math.isfinite(l_s):
             units[s] = sign * (l_t - l_s)
     return _per_seed_evidence(units, {"member_size": mid, "teacher": f"ensemble_member[size={mid}] at the same seed",
-                                      "teacher_val_loss": {s: _val(teacher, s, mid) for s in st},
-                                      "student_val_loss": {s: _val(st, s) for s in st}})
+                                      "teacher_test_loss": {s: _val(teacher, s, mid) for s in st},
+                                      "student_test_loss": {s: _val(st, s) for s in st}})
 
 
 def claim_self_distill_beats_teacher(task, frame) -> ClaimEvidence:
@@ -317,10 +324,10 @@ def claim_synthetic_only_worse_than_teacher(task, frame) -> ClaimEvidence:
 
 def claim_soup_worse_than_logit_average(task, frame) -> ClaimEvidence:
     t = _table(frame, "soup")
-    units = {s: rows[""]["val_loss"] - rows[""]["ens2_val_loss"] for s, rows in t.items()
-             if "val_loss" in rows.get("", {}) and "ens2_val_loss" in rows.get("", {})}
-    return _per_seed_evidence(units, {"soup_val_loss": {s: _val(t, s) for s in t},
-                                      "logit_average_val_loss": {s: _val(t, s, "", "ens2_val_loss") for s in t}})
+    units = {s: rows[""]["test_loss"] - rows[""]["ens2_test_loss"] for s, rows in t.items()
+             if "test_loss" in rows.get("", {}) and "ens2_test_loss" in rows.get("", {})}
+    return _per_seed_evidence(units, {"soup_test_loss": {s: _val(t, s) for s in t},
+                                      "logit_average_test_loss": {s: _val(t, s, "", "ens2_test_loss") for s in t}})
 
 
 # -- figures -------------------------------------------------------------------------------------------

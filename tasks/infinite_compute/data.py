@@ -1,4 +1,7 @@
-"""Token budgets: D training tokens and a fixed validation set, as (n, T+1) windows.
+"""Token budgets: D training tokens, a fixed validation set and a held-out test set, as (n, T+1) windows.
+
+Hyperparameters (the locally-optimal searches, K, the distillation mix) are selected on the
+validation set; every claim is measured on the test set, which nothing is selected on.
 
 Small/tiny scale: the shared ``python_stdlib`` corpus (split by file with a fixed seed in
 :mod:`tasks._common.stdlib_corpus`), byte-level tokens with EOS=256 (vocabulary 257, no
@@ -7,7 +10,8 @@ files in an order fixed by the *study seed* (``seed % 1000``): the three study s
 three different D-token subsets (the card's "data-split seeds"), while the ensemble
 members of one study seed (seeds ``s + 1000 k``) all see exactly the same D tokens, as
 the paper requires. The validation set is the first ``val_tokens`` tokens of the
-validation files in sorted order, the same for every run.
+validation files in sorted order, and the test set the first ``test_tokens`` (default:
+``val_tokens``) of the test files, the same for every run.
 
 Paper scale: ``dclm`` is built by :func:`build_dclm` from a DCLM-style text source read
 through ``datasets`` (hub id or local file in ``$IC_DCLM_SOURCE``), tokenised with the
@@ -87,6 +91,33 @@ def stdlib_budget(dataset: str, seed: int, train_tokens: int, val_tokens: int,
     return windows(train, seq_len), windows(val, seq_len)
 
 
+def stdlib_test(dataset: str, test_tokens: int, seq_len: int, texts: dict | None = None) -> np.ndarray:
+    """Test windows: the first ``test_tokens`` byte tokens of the test files in sorted order."""
+    test_ds = list(texts["test"]) if texts else _stdlib_split(dataset, "test")
+    test = byte_tokens(_texts_in_order(test_ds, range(len(test_ds))), max_tokens=test_tokens + 1)
+    if len(test) < test_tokens + 1:
+        raise ConfigError(f"{dataset} holds fewer test tokens than test_tokens={test_tokens}: lower it in task.yaml")
+    return windows(test, seq_len)
+
+
+def dclm_test(dataset: str, seq_len: int, vocab_size: int | None = None) -> np.ndarray:
+    """The test windows of a dataset built by :func:`build_dclm`."""
+    from harness.data import load_dataset
+
+    dd = load_dataset(dataset).with_format("numpy")
+    if "test" not in dd:
+        raise ConfigError(f"{dataset} has no test split: it was built before the held-out test set existed; "
+                          "rebuild it (`harness data build dclm --force`)")
+    test = np.asarray(dd["test"]["input_ids"])
+    if test.shape[1] != seq_len + 1:
+        raise ConfigError(f"{dataset} was built with windows of {test.shape[1] - 1} tokens, the run asks "
+                          f"for seq_len={seq_len}: rebuild it with IC_SEQ_LEN={seq_len}")
+    if vocab_size is not None and int(test.max(initial=0)) >= vocab_size:
+        raise ConfigError(f"{dataset} holds a token id beyond vocab_size={vocab_size}: rebuild it with "
+                          f"{TOKENIZER_ENV} set to the Llama-3 tokenizer")
+    return test.astype(np.int64)
+
+
 def dclm_budget(dataset: str, seq_len: int, train_tokens: int | None = None,
                 vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pre-tokenised windows of a dataset built by :func:`build_dclm`: the first ``train_tokens``
@@ -110,6 +141,14 @@ def dclm_budget(dataset: str, seq_len: int, train_tokens: int | None = None,
         raise ConfigError(f"{dataset} holds token id {top}, beyond vocab_size={vocab_size}: it was tokenised with "
                           f"another tokenizer; rebuild it with {TOKENIZER_ENV} set to the Llama-3 tokenizer")
     return train.astype(np.int64), val.astype(np.int64)
+
+
+def load_test(benchmark, config: dict) -> np.ndarray:
+    """The held-out test windows of a benchmark (the same for every run and seed)."""
+    if benchmark.dataset == "python_stdlib":
+        tokens = int(config.get("test_tokens") or config["val_tokens"])
+        return stdlib_test(benchmark.dataset, tokens, int(config["seq_len"]))
+    return dclm_test(benchmark.dataset, int(config["seq_len"]), int(config["vocab_size"]))
 
 
 def load_budget(benchmark, seed: int, config: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -170,17 +209,20 @@ def _tokenizer():
 
 def build_dclm(train_tokens: int | None = None, val_tokens: int | None = None, seq_len: int | None = None,
                source: str | None = None):
-    """DatasetDict of (seq_len+1)-token windows: train = the first D tokens of the stream,
-    validation = the next ``val_tokens`` (disjoint documents). Sizes from the env for the DVC stage."""
+    """DatasetDict of (seq_len+1)-token windows: validation = the first ``val_tokens`` of the
+    stream, test = the next ``test_tokens`` (default ``val_tokens``), train = the next D tokens
+    (disjoint documents throughout). Sizes from the env for the DVC stage."""
     import datasets
 
     train_tokens = int(train_tokens or os.environ.get("IC_TRAIN_TOKENS", 2 * 209_715_200))
     val_tokens = int(val_tokens or os.environ.get("IC_VAL_TOKENS", 1024 * 4096))
+    test_tokens = int(os.environ.get("IC_TEST_TOKENS", val_tokens))
     seq_len = int(seq_len or os.environ.get("IC_SEQ_LEN", 4096))
     encode, vocab = _tokenizer()  # first: a missing tokenizer fails before any download
     stream = _open_source(source or os.environ.get(DCLM_ENV, DCLM_DEFAULT))
-    need = {"validation": val_tokens + 1, "train": train_tokens + 1}
-    out, buf, split, total = {}, [], "validation", 0  # validation first: a fixed head of the stream
+    need = {"validation": val_tokens + 1, "test": test_tokens + 1, "train": train_tokens + 1}
+    order = ["validation", "test", "train"]  # held-out sets first: a fixed head of the stream
+    out, buf, split, total = {}, [], order[0], 0
     for row in stream:
         ids = encode(row["text"])
         buf.append(ids)
@@ -191,10 +233,10 @@ def build_dclm(train_tokens: int | None = None, val_tokens: int | None = None, s
             buf, total = [], 0  # the rest of this document is dropped: no document in both splits
             if split == "train":
                 break
-            split = "train"
+            split = order[order.index(split) + 1]
     if "train" not in out:
         raise ConfigError(f"the DCLM source ran out before {train_tokens} training tokens")
-    return datasets.DatasetDict({s: _windows_dataset(out[s]) for s in ("train", "validation")})
+    return datasets.DatasetDict({s: _windows_dataset(out[s]) for s in ("train", "validation", "test")})
 
 
 def _windows_dataset(arr: np.ndarray):
@@ -206,5 +248,5 @@ def _windows_dataset(arr: np.ndarray):
     return datasets.Dataset(pa.table({"input_ids": col}))
 
 BUILDERS = {"python_stdlib": build_python_stdlib, "dclm": build_dclm}
-__all__ = ["BUILDERS", "VOCAB_SIZE", "EOS", "load_budget", "stdlib_budget", "windows", "study_seed",
+__all__ = ["BUILDERS", "VOCAB_SIZE", "EOS", "load_budget", "load_test", "stdlib_budget", "stdlib_test", "windows", "study_seed",
            "MEMBER_SEED_STRIDE"]

@@ -24,7 +24,7 @@ import torch
 from harness.api import Artifact, Metric, RunRef, RunResult
 
 from . import search
-from .data import EOS, MEMBER_SEED_STRIDE, load_budget, study_seed
+from .data import EOS, MEMBER_SEED_STRIDE, load_budget, load_test, study_seed
 from .fits import fit_power_law
 from .model import LlamaLM, ModelConfig
 from .train import (TrainConfig, average_weights, ensemble_losses, eval_loss, load_model, save_model,
@@ -59,7 +59,7 @@ def eval_kw(config: Mapping[str, Any]) -> dict:
 
 
 def train_and_eval(config, size: str, tc: TrainConfig, bench, ctx, syn_windows=None, train_on=None) -> tuple[LlamaLM, dict]:
-    """Fresh model of ``size`` (init from the run's seed), trained by ``tc``; val and train NLL."""
+    """Fresh model of ``size`` (init from the run's seed), trained by ``tc``; val, test and train NLL."""
     train, val = load_budget(bench, ctx.seed, config)
     micro = (config["sizes"].get(size) or {}).get("micro_batch")
     if micro:  # the size's own micro-batch (paper scale); the update is the same as one pass
@@ -70,13 +70,14 @@ def train_and_eval(config, size: str, tc: TrainConfig, bench, ctx, syn_windows=N
                      syn_windows=syn_windows)
     ev = eval_kw(config)
     out = {"val_loss": eval_loss(model, val, ctx.device, **ev), "train_loss": eval_loss(model, train, ctx.device, **ev),
+           "test_loss": eval_loss(model, load_test(bench, config), ctx.device, **ev),
            "n_params": model.num_params(non_embedding=True), "n_params_total": model.num_params(), **stats}
     return model, out
 
 
 def loss_metrics(r: Mapping[str, Any], **extra: float) -> tuple[Metric, ...]:
     ms = [Metric("val_loss", r["val_loss"], LOWER), Metric("train_loss", r["train_loss"], LOWER),
-          Metric("n_params", float(r["n_params"]), LOWER)]
+          Metric("test_loss", r["test_loss"], LOWER), Metric("n_params", float(r["n_params"]), LOWER)]
     return tuple(ms + [Metric(k, float(v), LOWER) for k, v in extra.items()])
 
 
@@ -124,12 +125,13 @@ def chain_refs(task, search_method: str, size: str, bench, seed: int, scale: str
     return refs
 
 
-def evaluated_points(ctx, refs) -> list[tuple[dict, float]]:
+def evaluated_points(ctx, refs, loss: str = "val_loss") -> list[tuple[dict, float]]:
+    """(point, loss) of the chain's trained probes; ``loss`` "test_loss" only to measure, never to select."""
     out = []
     for ref in refs:
         info = ctx.require(ref).get("info") or {}
         if not info.get("noop"):
-            out.append((dict(info["point"]), float(info["val_loss"])))
+            out.append((dict(info["point"]), float(info[loss])))
     return out
 
 
@@ -146,7 +148,7 @@ def run_probe(task, method, bench, config, ctx) -> RunResult:
     _, r = train_and_eval(config, size, train_config(config, hp["epochs"], hp["lr"], hp["wd"]), bench, ctx)
     return RunResult(metrics=loss_metrics(r, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"]),
                      info={"noop": False, "point": point, "hyperparameters": hp, "val_loss": r["val_loss"],
-                           "train_loss": r["train_loss"], "n_params": r["n_params"], "size": size,
+                           "train_loss": r["train_loss"], "test_loss": r["test_loss"], "n_params": r["n_params"], "size": size,
                            "steps": r["steps"], "tokens": r["tokens"]})
 
 
@@ -165,14 +167,21 @@ def summarize_search(task, method, bench, config, ctx) -> RunResult:
     w = winner["info"]
     lo, hi = search.axis_neighbour_losses(evaluated, cert["point"], grids, "epochs")
     # Depth of the U in epochs: how much worse the nearer side is; 0 when a side is off the grid.
+    # On validation it is >= 0 by construction (the optimum was chosen there); on the held-out
+    # test set a flat curve gives a depth around 0 either side, so the U-shape claim can fail.
     u_depth = min(lo, hi) - cert["val_loss"] if lo is not None and hi is not None else 0.0
+    lo_t, hi_t = search.axis_neighbour_losses(evaluated_points(ctx, refs, "test_loss"), cert["point"], grids, "epochs")
+    u_depth_test = min(lo_t, hi_t) - w["test_loss"] if lo_t is not None and hi_t is not None else math.nan
     hp = {**cert["point"], **fixed}
+    # An off-grid neighbour leaves the test depth out (a NaN metric would mark the run diverged).
+    extra = {"epoch_u_depth_test": u_depth_test} if math.isfinite(u_depth_test) else {}
     metrics = loss_metrics(w, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"], certified=float(cert["certified"]),
-                           epoch_u_depth=u_depth, n_probes=len(evaluated))
+                           epoch_u_depth=u_depth, n_probes=len(evaluated), **extra)
     return RunResult(metrics=metrics, info={
         "selected": winner["variant"], "selected_run_id": winner["run_id"], "point": cert["point"],
         "hyperparameters": hp, "certified": cert["certified"], "neighbours": cert["neighbours"],
         "size": size, "n_params": w["n_params"], "val_loss": w["val_loss"], "train_loss": w["train_loss"],
+        "test_loss": w["test_loss"],
         "probes": [{"point": p, "val_loss": l} for p, l in evaluated]})
 
 
@@ -196,7 +205,8 @@ def run_member(task, method, bench, config, ctx) -> RunResult:
     return RunResult(metrics=loss_metrics(r, epochs=hp["epochs"], lr=hp["lr"], wd=hp["wd"]),
                      artifacts=(Artifact("model", "model.pt"),),
                      info={"size": size, "hyperparameters": hp, "source_optimum": opt["hyperparameters"],
-                           "val_loss": r["val_loss"], "n_params": r["n_params"], "steps": r["steps"]})
+                           "val_loss": r["val_loss"], "test_loss": r["test_loss"], "n_params": r["n_params"],
+                           "steps": r["steps"]})
 
 
 def member_variant(task, method_name: str, config, size: str | None, scale: str) -> str:
@@ -216,15 +226,20 @@ def run_ensemble(task, method, bench, config, ctx) -> RunResult:
     models = load_members(task, variant, bench, seeds, ctx)
     _, val = load_budget(bench, ctx.seed, config)
     losses = ensemble_losses(models, val, ctx.device, **eval_kw(config))
-    singles = [float(ctx.require(_ref(task, variant, bench, s))["info"]["val_loss"]) for s in seeds]
+    test_losses = ensemble_losses(models, load_test(bench, config), ctx.device, **eval_kw(config))
+    infos = [ctx.require(_ref(task, variant, bench, s))["info"] for s in seeds]
+    singles = [float(i["val_loss"]) for i in infos]
     fit = fit_power_law(np.arange(1, len(losses) + 1), losses)
     extra = {f"val_loss_k{k + 1}": v for k, v in enumerate(losses)}
-    extra.update(member_val_loss=float(np.mean(singles)), n_members=len(losses))
+    extra.update({f"test_loss_k{k + 1}": v for k, v in enumerate(test_losses)})
+    extra.update(member_val_loss=float(np.mean(singles)), member_test_loss=float(np.mean([i["test_loss"] for i in infos])),
+                 test_loss=test_losses[-1], n_members=len(losses))
     if fit["ok"]:  # a failed fit leaves the metric out rather than marking the run diverged
         extra["ens_asymptote"] = fit["E"]
     metrics = (Metric("val_loss", losses[-1], LOWER), Metric("n_params", float(models[0].num_params(True)), LOWER),
                *(Metric(k, float(v), LOWER) for k, v in extra.items()))
-    return RunResult(metrics=metrics, info={"size": size, "losses_by_k": losses, "member_losses": singles,
+    return RunResult(metrics=metrics, info={"size": size, "losses_by_k": losses, "test_losses_by_k": test_losses,
+                                            "member_losses": singles,
                                             "fit": fit, "n_params": models[0].num_params(True),
                                             "member_variant": variant, "member_seeds": seeds})
 
@@ -236,9 +251,14 @@ def run_soup(task, method, bench, config, ctx) -> RunResult:
     ev = eval_kw(config)
     soup_loss = eval_loss(average_weights(models), val, ctx.device, **ev)
     ens = ensemble_losses(models, val, ctx.device, **ev)
+    test = load_test(bench, config)
+    soup_test = eval_loss(average_weights(models), test, ctx.device, **ev)
+    ens_test = ensemble_losses(models, test, ctx.device, **ev)
     return RunResult(metrics=(Metric("val_loss", soup_loss, LOWER), Metric("ens2_val_loss", ens[1], LOWER),
-                              Metric("member_val_loss", float(np.mean([ens[0], eval_loss(models[1], val, ctx.device, **ev)])), LOWER)),
-                     info={"soup_val_loss": soup_loss, "logit_average_val_loss": ens[1]})
+                              Metric("member_val_loss", float(np.mean([ens[0], eval_loss(models[1], val, ctx.device, **ev)])), LOWER),
+                              Metric("test_loss", soup_test, LOWER), Metric("ens2_test_loss", ens_test[1], LOWER)),
+                     info={"soup_val_loss": soup_loss, "logit_average_val_loss": ens[1],
+                           "soup_test_loss": soup_test, "logit_average_test_loss": ens_test[1]})
 
 
 # -- distillation -------------------------------------------------------------------------------
@@ -303,6 +323,7 @@ def run_student(task, method, bench, config, ctx) -> RunResult:
         tc = train_config(config, d["real_epochs"], d["lr"], d["wd"], syn_weight=float(d["syn_weight"]))
         model, r = train_and_eval(config, size, tc, bench, ctx, syn_windows=syn)
     return RunResult(metrics=loss_metrics(r), info={"size": size, "source": source, "val_loss": r["val_loss"],
+                                                    "test_loss": r["test_loss"],
                                                     "n_params": r["n_params"], "steps": r["steps"],
                                                     "syn_weight": 1.0 if method.name == "synthetic_only" else d["syn_weight"]})
 

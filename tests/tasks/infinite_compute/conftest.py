@@ -33,13 +33,14 @@ def data_root(tmp_path_factory, corpus):
 
     import datasets
 
-    from harness.data import MANIFEST, content_hash
+    from harness.data import MANIFEST, content_hash, file_sha256
 
     root = tmp_path_factory.mktemp("icdata")
     folder = root / "python_stdlib"
     dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"path": [f"{s}{i}.py" for i in range(len(t))], "text": t})
                                for s, t in corpus.items()})
     dd.save_to_disk(str(folder))
+    files = {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*.arrow"))}
     (folder / MANIFEST).write_text(json.dumps({"name": "python_stdlib", "content_hash": content_hash(folder),
-                                               "splits": {}, "files": {}}))
+                                               "splits": {}, "files": files}))
     return root

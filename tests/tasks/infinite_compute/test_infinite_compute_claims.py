@@ -20,10 +20,10 @@ def recipe_rows(method, seeds, loss_of_n, wd_of_n=None, train_of_n=None):
     for s in seeds:
         for size, n in SIZES.items():
             v = f"{method}[size={size}]"
-            rows += [(v, s, "n_params", n), (v, s, "val_loss", loss_of_n(n) + 0.001 * s)]
+            rows += [(v, s, "n_params", n), (v, s, "test_loss", loss_of_n(n) + 0.001 * s)]
             rows.append((v, s, "train_loss", train_of_n(n) if train_of_n else 1.0))
             rows.append((v, s, "wd", wd_of_n(n) if wd_of_n else 0.1))
-            rows.append((v, s, "epoch_u_depth", 0.02))
+            rows.append((v, s, "epoch_u_depth_test", 0.02))
     return rows
 
 
@@ -31,8 +31,8 @@ def ens_rows(method, size, seeds, asym, member=2.5):
     rows = []
     v = f"{method}[size={size}]" if size else method
     for s in seeds:
-        rows += [(v, s, f"val_loss_k{k}", power_law(k, 0.3, 1.0, asym) + 0.001 * s) for k in range(1, 6)]
-        rows += [(v, s, "n_params", SIZES.get(size, 67_000)), (v, s, "member_val_loss", member)]
+        rows += [(v, s, f"test_loss_k{k}", power_law(k, 0.3, 1.0, asym) + 0.001 * s) for k in range(1, 6)]
+        rows += [(v, s, "n_params", SIZES.get(size, 67_000)), (v, s, "member_test_loss", member)]
     return rows
 
 
@@ -56,6 +56,11 @@ def test_regularized_claims_recover_the_planted_asymptote():
     assert rise.per_seed == pytest.approx({s: 0.1 for s in seeds}) and rise.details["train_loss_change_top_two_sizes"][0] < 0
     u = task.claim_function("claim_standard_u_in_epochs")(f)
     assert u.per_seed == pytest.approx({s: 0.02 for s in seeds})
+    # A flat curve on the held-out set gives depths either side of 0: the claim can fail.
+    flat = f.copy()
+    flat.loc[flat["name"] == "epoch_u_depth_test", "value"] = [-0.01 if i % 2 else 0.005
+                                                                for i in range((flat["name"] == "epoch_u_depth_test").sum())]
+    assert min(task.claim_function("claim_standard_u_in_epochs")(flat).per_seed.values()) < 0
 
 
 def test_ensemble_claims_compare_asymptotes():
@@ -84,10 +89,12 @@ def test_ensemble_claims_compare_asymptotes():
 def test_distillation_and_soup_claims():
     rows = []
     for s in (0, 1, 2):
-        rows += [("regularized[size=d48]", s, "val_loss", 2.5), ("ensemble[size=d48]", s, "val_loss", 2.3),
-                 ("distill", s, "val_loss", 2.36 + 0.01 * s), ("ensemble_member[size=d48]", s, "val_loss", 2.55),
-                 ("self_distill", s, "val_loss", 2.5), ("synthetic_only", s, "val_loss", 2.9),
-                 ("soup", s, "val_loss", 5.0), ("soup", s, "ens2_val_loss", 2.4)]
+        rows += [("regularized[size=d48]", s, "test_loss", 2.5), ("ensemble[size=d48]", s, "test_loss", 2.3),
+                 ("distill", s, "test_loss", 2.36 + 0.01 * s), ("ensemble_member[size=d48]", s, "test_loss", 2.55),
+                 ("self_distill", s, "test_loss", 2.5), ("synthetic_only", s, "test_loss", 2.9),
+                 ("soup", s, "test_loss", 5.0), ("soup", s, "ens2_test_loss", 2.4),
+                 # validation numbers select, they are never what a claim reads
+                 ("distill", s, "val_loss", 9.0), ("soup", s, "ens2_val_loss", 9.0)]
     f = frame(rows)
     d = task.claim_function("claim_distill_recovers_ensemble_gain")(f)
     assert d.per_seed == pytest.approx({s: (2.5 - 2.36 - 0.01 * s) / 0.2 - 0.5 for s in range(3)})

@@ -62,6 +62,11 @@ def test_members_of_one_study_seed_share_the_data_budget(corpus):
     c, vc = ic_data.stdlib_budget("x", 1, 2048, 1024, 32, texts=corpus)
     assert (a == b).all() and (va == vc).all() and not (a == c).all()
     assert a.shape == (64, 33) and (a[1:, 0] == a[:-1, -1]).all()  # windows tile the stream
+    # the held-out test set: the test files only, the same for every seed, disjoint from validation
+    t = ic_data.stdlib_test("x", 1024, 32, texts=corpus)
+    test_text = "".join(corpus["test"]).encode()
+    assert t.shape == va.shape and bytes(t[0, :32].astype("uint8").tolist()) == test_text[:32]
+    assert not (t == va).all() and (ic_data.stdlib_test("x", 1024, 32, texts=corpus) == t).all()
 
 
 def test_tiny_dag_runs_end_to_end(tiny_env):
@@ -78,7 +83,9 @@ def test_tiny_dag_runs_end_to_end(tiny_env):
     s1 = records[("regularized_search[size=d16,step=1]", 0)]["info"]
     assert s0["point"] == {"epochs": 1, "lr": 0.01, "wd": 0.1} and s1["point"] != s0["point"]
     summary = records[("regularized[size=d16]", 0)]
-    assert summary["info"]["val_loss"] == min(s0["val_loss"], s1["val_loss"])
+    assert summary["info"]["val_loss"] == min(s0["val_loss"], s1["val_loss"])   # selected on validation
+    winner = s0 if s0["val_loss"] <= s1["val_loss"] else s1
+    assert summary["info"]["test_loss"] == winner["test_loss"] != winner["val_loss"]   # reported on test
     # members: 2x epochs, 1/2 wd of the optimum; distinct seeds give distinct members
     m0, m1 = records[("ensemble_member[size=d24]", 0)], records[("ensemble_member[size=d24]", 1000)]
     opt = records[("regularized[size=d24]", 0)]["info"]["hyperparameters"]
@@ -87,8 +94,10 @@ def test_tiny_dag_runs_end_to_end(tiny_env):
     ens = records[("ensemble[size=d24]", 0)]["info"]
     assert ens["losses_by_k"][0] == pytest.approx(m0["info"]["val_loss"], rel=1e-6)
     assert ens["losses_by_k"][1] <= sum(ens["member_losses"]) / 2 + 1e-9
+    assert ens["test_losses_by_k"][0] == pytest.approx(m0["info"]["test_loss"], rel=1e-6)
     soup = {m["name"]: m["value"] for m in records[("soup", 0)]["metrics"]}
     assert soup["ens2_val_loss"] == pytest.approx(ens["losses_by_k"][1], rel=1e-6)
+    assert soup["ens2_test_loss"] == pytest.approx(ens["test_losses_by_k"][1], rel=1e-6)
     samples = records[("teacher_samples[source=ensemble]", 0)]["info"]
     assert samples["teacher_seeds"] == [0, 1000] and sum(samples["shares"]) == 2 * 4096 // 32
 
@@ -111,8 +120,8 @@ def test_tiny_dag_runs_end_to_end(tiny_env):
     for claim in task.config.claim_objects():
         ev = task.claim_function(claim.function)(frame)
         assert isinstance(ev, ClaimEvidence)
-        assert ev.n_seeds <= 1
+        assert set(ev.per_seed) <= {0}   # one study seed at tiny scale: one effect at most
     soup_ev = task.claim_function("claim_soup_worse_than_logit_average")(frame)
-    assert soup_ev.effect == pytest.approx(soup["val_loss"] - soup["ens2_val_loss"])
+    assert soup_ev.per_seed == pytest.approx({0: soup["test_loss"] - soup["ens2_test_loss"]})
     titles = [t for t, svg in task.figures(pd.DataFrame(run_rows), "tiny")]
     assert len(titles) == 4 and all("<svg" in svg for _, svg in task.figures(pd.DataFrame(run_rows), "tiny"))

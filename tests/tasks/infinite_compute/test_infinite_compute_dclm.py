@@ -23,7 +23,7 @@ def _unwindow(w):
     return np.concatenate([w[0]] + [row[1:] for row in w[1:]])
 
 
-def test_dclm_builder_windows_the_stream_validation_first(tmp_path, monkeypatch):
+def test_dclm_builder_windows_the_stream_validation_then_test_then_train(tmp_path, monkeypatch):
     src = tmp_path / "shard.jsonl"
     docs = _fixture(src)
     monkeypatch.setenv("IC_TOKENIZER", "bytes")  # on purpose: unset is an error (test below)
@@ -36,8 +36,13 @@ def test_dclm_builder_windows_the_stream_validation_first(tmp_path, monkeypatch)
     # validation is the head of the stream, byte tokens with EOS between documents
     v = _unwindow(val)
     assert len(v) == 2 * 63 + 1 and np.array_equal(v, stream[:len(v)])
-    # train starts at a document boundary after validation: no document in both splits
-    start = int(np.flatnonzero(stream == EOS)[np.searchsorted(np.flatnonzero(stream == EOS), 128)]) + 1
+    # the test set starts at a document boundary after validation, train after the test set:
+    # no document in two splits
+    eos = np.flatnonzero(stream == EOS)
+    test_start = int(eos[np.searchsorted(eos, 128)]) + 1
+    test = _unwindow(np.asarray(dd["test"]["input_ids"]))
+    assert len(test) == 2 * 63 + 1 and np.array_equal(test, stream[test_start:test_start + len(test)])
+    start = int(eos[np.searchsorted(eos, test_start + 128)]) + 1
     t = _unwindow(train)
     assert np.array_equal(t, stream[start:start + len(t)])
     assert len(t) == (640 // 63) * 63 + 1
@@ -101,6 +106,7 @@ def test_a_local_bpe_tokenizer_builds_nested_budgets(tmp_path, monkeypatch):
     monkeypatch.setattr("harness.data.load_dataset", lambda name: _Loaded(dd))
     t, v = icdata.dclm_budget("dclm", 15, train_tokens=15 * 5, vocab_size=sep + 1)
     assert np.array_equal(t, train[:5])  # the smaller budget is a prefix of the larger
+    assert np.array_equal(icdata.dclm_test("dclm", 15, vocab_size=sep + 1), np.asarray(dd["test"]["input_ids"]))
     with pytest.raises(ConfigError, match="IC_TRAIN_TOKENS"):
         icdata.dclm_budget("dclm", 15, train_tokens=15 * 13, vocab_size=sep + 1)
     with pytest.raises(ConfigError, match="beyond vocab_size"):
