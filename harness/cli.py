@@ -262,12 +262,24 @@ def cmd_publish(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import compare_commits
+    """The regression gate: exit 1 when any (task, benchmark, variant, metric) regressed."""
+    from harness.compare import compare_commits, summary, to_json, to_markdown
 
     df = compare_commits(args.rev_a, args.rev_b, results_dir=_results(args), registry_url=args.registry,
-                         task=args.task, scale=args.scale)
-    print(df.to_string(index=False) if not df.empty else "no runs in common between the two commits")
-    return 0
+                         task=args.task, scale=args.scale, default_tolerance=args.tolerance, alpha=args.alpha)
+    if args.format == "markdown":
+        print(to_markdown(df))
+    elif args.format == "json":
+        print(to_json(df))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_rows", 10_000):
+            print(df.to_string(index=False))
+        s = summary(df)
+        print(f"{s['regression']} regression(s), {s['improvement']} improvement(s), {s['unchanged']} unchanged, "
+              f"{s['missing']} missing")
+    return 1 if summary(df)["regression"] else 0
 
 
 def cmd_plan(args) -> int:
@@ -390,11 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ingest", action="store_true")
     s.set_defaults(func=cmd_publish)
 
-    s = sub.add_parser("compare", help="what changed between two commits' runs")
+    s = sub.add_parser("compare", help="the regression gate: what changed between two commits' runs "
+                                       "(exit 1 on any regression)")
     s.add_argument("rev_a")
     s.add_argument("rev_b")
     s.add_argument("--task")
     s.add_argument("--scale")
+    s.add_argument("--format", default="text", choices=["text", "markdown", "json"])
+    s.add_argument("--tolerance", type=float, default=0.0,
+                   help="tolerance of metrics whose task.yaml declares none (default 0)")
+    s.add_argument("--alpha", type=float, default=0.05, help="level of the Holm-adjusted tests (default 0.05)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("plan", help="the runs of a scale; --estimate: FLOPs, GPU-hours, memory and disk")

@@ -321,12 +321,24 @@ class TaskConfig(_Strict):
     """Direction of each metric the task reports (for tables and claims)."""
     primary_metric: str | None = None
     """Metric shown first in tables."""
+    tolerances: dict[str, float] = Field(default_factory=dict)
+    """Per metric, the smallest change between two commits that ``harness compare`` counts as a
+    regression or an improvement, in the metric's own units (>= 0). Metrics not listed: 0 (any
+    change the seeds show at the 5% level, Holm-adjusted over the comparison, counts)."""
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, v):
         if not NAME_RE.match(v):
             raise ValueError("name must be snake_case (a-z, 0-9, _), starting with a letter")
+        return v
+
+    @field_validator("tolerances")
+    @classmethod
+    def _check_tolerances(cls, v):
+        for k, x in v.items():
+            if not (x >= 0 and x != float("inf")):
+                raise ValueError(f"tolerances.{k} = {x}: a tolerance is a finite magnitude (>= 0) in the metric's units")
         return v
 
     @field_validator("datasets")

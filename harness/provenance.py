@@ -85,7 +85,7 @@ def collect(device: str = "cpu") -> dict[str, Any]:
 
 
 #: task.yaml keys that cannot change a run's result: editing them must not rerun a study.
-RESULT_NEUTRAL_KEYS = ("claims", "published", "paper", "description")
+RESULT_NEUTRAL_KEYS = ("claims", "published", "paper", "description", "tolerances")
 
 
 def _hashable_source(p: Path) -> bytes:
