@@ -125,10 +125,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from harness.reproduce import reproduce
+    from harness.reproduce import format_diff, reproduce
 
-    report = reproduce(args.run_id, results_dir=_results(args), registry_url=args.registry)
-    print(json.dumps(report, indent=1))
+    report = reproduce(args.run_id, results_dir=_results(args), registry_url=args.registry,
+                       allow_changed=args.allow_changed)
+    print(json.dumps(report, indent=1) if args.json else format_diff(report))
     return 0 if report["identical"] else 1
 
 
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="rerun a recorded run and diff its metrics")
     s.add_argument("run_id")
+    s.add_argument("--allow-changed", action="store_true",
+                   help="rerun even when the task's code or data hash differs from the record's")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("registry", help="ingest, list, show or export runs")

@@ -74,7 +74,7 @@ def test_registry_claims_report_and_reproduce_roundtrip(workdir, capsys):
     assert (workdir / "reports" / "index.html").exists()
     rec = json.loads(next((workdir / "results" / "runs").rglob("seed1.json")).read_text())
     capsys.readouterr()
-    assert main(["reproduce", rec["run_id"]]) == 0
+    assert main(["reproduce", rec["run_id"], "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["identical"] and rep["same_run_id"]
 

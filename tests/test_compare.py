@@ -160,3 +160,39 @@ def test_tolerances_are_validated_and_do_not_change_the_code_hash(tmp_path):
     (tmp_path / "task.yaml").write_text(src + "tolerances: {test_accuracy: -1}\n")
     with pytest.raises((ConfigError, ValueError), match="tolerance"):
         load_task_config(tmp_path / "task.yaml")
+
+
+def test_reproduce_refuses_a_record_of_other_code_or_data_and_diffs_metrics(two_commits, capsys):
+    """Issue 16.2, end to end on the same two commits: HEAD reproduces its own run bit for bit; a run
+    of HEAD~1 (other code) is refused with the reason, and rerun with --allow-changed shows the diff."""
+    repo = two_commits
+    a = _git(repo, "rev-parse", "HEAD~1")
+    recs = [json.loads(p.read_text()) for p in (repo / "results").rglob("*.json")
+            if p.parent.name != "results" and "registry" not in p.name]
+    old = next(r for r in recs if r.get("provenance", {}).get("git_commit") == a and r["seed"] == 1)
+    new = json.loads(next((repo / "results" / "runs").rglob("seed1.json")).read_text())
+    capsys.readouterr()
+    assert main(["reproduce", new["run_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "identical: every metric equal to the last bit" in out and f"run {new['run_id']}" in out
+    assert main(["reproduce", old["run_id"]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing to reproduce run {old['run_id']}") and err.count("\n") == 1
+    assert old["code_hash"] in err and f"git checkout {a[:12]}" in err and "--allow-changed" in err
+    assert main(["reproduce", old["run_id"], "--allow-changed", "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["changes"]["code"]["recorded"] == old["code_hash"] and not rep["identical"]
+    acc = rep["metrics"]["test_accuracy"]
+    recorded = next(m["value"] for m in old["metrics"] if m["name"] == "test_accuracy")
+    rerun = next(m["value"] for m in new["metrics"] if m["name"] == "test_accuracy")
+    assert acc["recorded"] == recorded and acc["rerun"] == rerun and acc["delta"] == pytest.approx(rerun - recorded)
+    assert rep["threads"] == old.get("threads", rep["threads"])
+    # Data: the record names a dataset hash this checkout does not have -> refused, naming the dataset.
+    from harness.record import run_path, write_json_atomic
+
+    path = run_path(repo / "results", new["scale"], "toy", new["benchmark"], new["variant"], new["seed"])
+    tampered = dict(new, data_hashes={k: "0" * 16 for k in new["data_hashes"]})
+    write_json_atomic(path, tampered)
+    assert main(["reproduce", new["run_id"]]) == 2
+    err = capsys.readouterr().err
+    assert "dataset toy_blobs is" in err and "the record used 0000000000000000" in err and "dvc checkout" in err
