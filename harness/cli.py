@@ -172,12 +172,36 @@ def cmd_registry(args) -> int:
             print(df.head(args.limit).to_string(index=False) if not df.empty else "no runs")
         return 0
     if args.action == "show":
-        print(json.dumps(reg.record(args.run_id), indent=1, sort_keys=True))
+        print(json.dumps(reg.record(args.run_id[0]), indent=1, sort_keys=True))
         return 0
     if args.action == "export":
-        reg.export(args.path, args.format)
+        if args.format == "every_eval_ever":
+            from harness.interchange import write_every_eval_ever
+
+            n = write_every_eval_ever(reg, Path(args.path), scale=args.scale, task=args.task,
+                                      claims=[Path(c) for c in (args.claims or [])])
+            print(f"wrote {args.path} ({n} results, every_eval_ever schema)")
+            return 0
+        reg.export(args.path, args.format, table=args.table, task=args.task, scale=args.scale,
+                   current_only=not args.all)
         print(f"wrote {args.path}")
         return 0
+    if args.action == "merge":
+        n_new, n_old, conflicts, errors = reg.merge(args.run_id)
+        print(f"merged {len(args.run_id)} source(s) into {reg!r}: {n_new} new, {n_old} already present, "
+              f"{len(conflicts)} conflict(s)")
+        if conflicts:
+            df = reg.conflicts()
+            df = df[df["run_id"].isin(conflicts)].drop_duplicates("run_id", keep="last")
+            for _, c in df.iterrows():
+                print(f"conflict: run {c['run_id']} {c['task']}/{c['benchmark']}/{c['variant']}/seed{c['seed']} "
+                      f"({c['scale']}): kept {json.dumps(c['kept'], sort_keys=True)}, {c['source']} has "
+                      f"{json.dumps(c['incoming'], sort_keys=True)}", file=sys.stderr)
+            print("the registry's copies were kept; every incoming record is stored whole in its `conflicts` "
+                  "table (Registry.conflicts()). Rerun the run to settle which is right.", file=sys.stderr)
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        return 1 if conflicts or errors else 0
     return 2
 
 
@@ -369,10 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("registry", help="ingest, list, show or export runs")
-    s.add_argument("action", choices=["ingest", "ls", "show", "export", "rebuild"],
-                   help="rebuild: move a damaged SQLite registry aside and index every run record again")
-    s.add_argument("run_id", nargs="?", help="for show")
+    s = sub.add_parser("registry", help="ingest, list, show, export or merge runs")
+    s.add_argument("action", choices=["ingest", "ls", "show", "export", "rebuild", "merge"],
+                   help="rebuild: move a damaged SQLite registry aside and index every run record again; merge: "
+                        "add other machines' registries (file or URL) or record folders, reporting conflicts")
+    s.add_argument("run_id", nargs="*", metavar="RUN_ID|SOURCE", help="show: a run_id; merge: the sources")
     s.add_argument("--task")
     s.add_argument("--scale")
     s.add_argument("--status")
@@ -380,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=200)
     s.add_argument("--summary", help="ingest: also write a JSON summary here")
     s.add_argument("--path", help="export: output file")
-    s.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
+    s.add_argument("--format", choices=["csv", "json", "parquet", "every_eval_ever"],
+                   help="export: default from the --path suffix (.csv, .json, .parquet)")
+    s.add_argument("--table", default="runs", choices=["runs", "metrics", "failures"], help="export: which table")
+    s.add_argument("--claims", action="append", help="export --format every_eval_ever: a claims JSON to include "
+                                                     "(repeatable)")
     s.set_defaults(func=cmd_registry)
 
     s = sub.add_parser("claims", help="verdict per claim, with effect and CI")
@@ -444,8 +473,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return e.code if isinstance(e.code, int) else 2
-    if args.command == "registry" and args.action == "show" and not args.run_id:
-        print("error: registry show needs a RUN_ID", file=sys.stderr)
+    if args.command == "registry" and args.action == "show" and len(args.run_id) != 1:
+        print("error: registry show needs one RUN_ID", file=sys.stderr)
+        return 2
+    if args.command == "registry" and args.action == "merge" and not args.run_id:
+        print("error: registry merge needs at least one SOURCE (a record folder, a registry file or URL)",
+              file=sys.stderr)
         return 2
     if args.command == "registry" and args.action == "export" and not args.path:
         print("error: registry export needs --path FILE", file=sys.stderr)

@@ -52,8 +52,9 @@ from harness.config import ConfigError, canonical_json
 from harness.record import SCHEMA_VERSION as RECORD_SCHEMA_VERSION
 from harness.record import read_record
 
-#: Version of the registry's table layout (stored in ``meta``).
-REGISTRY_SCHEMA_VERSION = 1
+#: Version of the registry's table layout (stored in ``meta``); older registries are migrated
+#: forward on first use (:data:`MIGRATIONS`).
+REGISTRY_SCHEMA_VERSION = 2
 ENV_URL = "HARNESS_REGISTRY_URL"
 RUN_KEY = ["task", "scale", "benchmark", "variant", "seed"]
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -126,6 +127,28 @@ failures_table = sa.Table(
     sa.Column("ingested_at", sa.String(64), nullable=False),
 )
 
+# Schema 2: what `harness registry merge` found under one run_id with other metrics than the
+# registry holds (the kept copy is the one in `runs`; the incoming one is kept here, whole).
+conflicts_table = sa.Table(
+    "conflicts", metadata,
+    sa.Column("conflict_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.Text),
+    sa.Column("kept_metrics_json", sa.Text, nullable=False),
+    sa.Column("incoming_metrics_json", sa.Text, nullable=False),
+    sa.Column("incoming_record_json", sa.Text, nullable=False),
+    sa.Column("detected_at", sa.String(64), nullable=False),
+)
+
+
+def _migrate_1_to_2(conn) -> None:
+    """Schema 2 adds the ``conflicts`` table (merge conflicts)."""
+    conflicts_table.create(conn, checkfirst=True)
+
+
+#: ``{v: f}``: ``f(conn)`` takes a registry of schema ``v`` to ``v + 1`` inside one transaction.
+MIGRATIONS = {1: _migrate_1_to_2}
+
 # Column order and dtypes of the frames (also for empty results).
 _RUN_SCALARS = [c.name for c in runs_table.columns if c.name not in ("config_json", "info_json", "record_json")]
 _FLOAT_COLS = {"wall_s", "cpu_s", "peak_rss_mb", "peak_gpu_mb", "value"}
@@ -133,6 +156,8 @@ RUNS_COLUMNS = _RUN_SCALARS + ["config", "info"]
 METRICS_COLUMNS = ["run_id", "task", "method", "variant", "benchmark", "seed", "scale", "status",
                    "name", "value", "nonfinite", "higher_is_better", "git_commit", "finished_at"]
 FAILURES_COLUMNS = [c.name for c in failures_table.columns]
+CONFLICTS_COLUMNS = ["run_id", "task", "benchmark", "variant", "seed", "scale", "source", "kept", "incoming",
+                     "detected_at"]
 
 
 class IngestSummary(NamedTuple):
@@ -145,6 +170,19 @@ class IngestSummary(NamedTuple):
     errors: list[str]
     """One message per file that could not be ingested (corrupt JSON, wrong schema...),
     each naming the file; the other files were ingested regardless."""
+
+
+class MergeSummary(NamedTuple):
+    """What :meth:`Registry.merge` did."""
+
+    n_new: int
+    """Records added (runs and failures)."""
+    n_existing: int
+    """Records already present with the same metrics (nothing to do)."""
+    conflicts: list[str]
+    """run_ids found with other metrics or status than the registry holds (kept in ``conflicts``)."""
+    errors: list[str]
+    """Records or sources that could not be read."""
 
 
 class IngestError(ConfigError):
@@ -317,19 +355,26 @@ class Registry:
             try:
                 with self.engine.begin() as conn:
                     if self.dialect == "postgresql":
-                        # Serialise concurrent CREATE TABLEs across processes.
+                        # Serialise concurrent CREATE TABLEs and migrations across processes.
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7236143061)"))
+                    found = None
+                    if sa.inspect(conn).has_table("meta"):
+                        found = conn.execute(sa.select(meta_table.c.value).where(
+                            meta_table.c.key == "schema_version")).scalar()
+                    if found is not None and int(found) > REGISTRY_SCHEMA_VERSION:
+                        raise ConfigError(
+                            f"{self!r} has registry schema_version {found}, newer than this harness reads "
+                            f"({REGISTRY_SCHEMA_VERSION}): upgrade harness, or index the run records into another "
+                            "registry (`--registry`)")
+                    if found is not None:
+                        for v in range(int(found), REGISTRY_SCHEMA_VERSION):
+                            MIGRATIONS[v](conn)  # forward, one version at a time, in this transaction
+                        if int(found) != REGISTRY_SCHEMA_VERSION:
+                            conn.execute(meta_table.update().where(meta_table.c.key == "schema_version")
+                                         .values(value=str(REGISTRY_SCHEMA_VERSION)))
                     metadata.create_all(conn, checkfirst=True)
                     conn.execute(self._insert(meta_table).values(
                         key="schema_version", value=str(REGISTRY_SCHEMA_VERSION)).on_conflict_do_nothing())
-                    found = conn.execute(sa.select(meta_table.c.value).where(
-                        meta_table.c.key == "schema_version")).scalar_one()
-                if int(found) != REGISTRY_SCHEMA_VERSION:
-                    raise ConfigError(
-                        f"{self!r} has registry schema_version {found}, this harness reads "
-                        f"{REGISTRY_SCHEMA_VERSION}: delete the registry and rebuild it with "
-                        "`harness registry ingest` (run records are the source of truth)"
-                    )
                 self._ready = True
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
@@ -530,6 +575,90 @@ class Registry:
         """
         root = Path(results_dir) if results_dir is not None else self.results_dir
         return self._ingest_files(_record_files(root))
+
+    # -- merge ----------------------------------------------------------------------------
+    def _stored_metrics(self, conn, run_id: str) -> dict[str, Any] | None:
+        got = conn.execute(sa.select(runs_table.c.status).where(runs_table.c.run_id == run_id)).first()
+        if got is None:
+            return None
+        ms = conn.execute(sa.select(metrics_table).where(metrics_table.c.run_id == run_id)).all()
+        return {"status": got.status, "metrics": {m.name: (m.value if m.value is not None else m.nonfinite)
+                                                  for m in ms}}
+
+    @staticmethod
+    def _incoming_metrics(rec: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for m in rec.get("metrics") or []:
+            if m.get("name") in out:
+                continue
+            v = m.get("value")
+            out[str(m["name"])] = float(v) if v is not None else (m.get("nonfinite") or "nan")
+        return {"status": rec["status"], "metrics": out}
+
+    def merge_record(self, rec: Mapping[str, Any], source: str, path: str | Path | None = None) -> str:
+        """Merge one record from another machine: ``"new"``, ``"existing"`` (same run_id, same
+        status and metrics: nothing to do) or ``"conflict"`` (same run_id, other metrics or status:
+        the registry's copy stays, the incoming record is kept in ``conflicts``)."""
+        where = str(path) if path is not None else f"{source}: record {rec.get('run_id', '?')}"
+        _check_record(rec, where)
+        if rec["status"] == "failed":
+            return "new" if self.ingest_record(rec, path) else "existing"
+        if self.ingest_record(rec, path):
+            return "new"
+        incoming = self._incoming_metrics(rec)
+        with self.engine.begin() as conn:
+            kept = self._stored_metrics(conn, str(rec["run_id"]))
+            if kept is None or kept == incoming:
+                return "existing"
+            blob = canonical_json(rec)
+            row = {"conflict_id": hashlib.sha256((str(rec["run_id"]) + "\0" + blob).encode()).hexdigest()[:16],
+                   "run_id": str(rec["run_id"]), "source": source, "kept_metrics_json": canonical_json(kept),
+                   "incoming_metrics_json": canonical_json(incoming), "incoming_record_json": blob,
+                   "detected_at": _now()}
+            conn.execute(self._insert(conflicts_table).values(**row).on_conflict_do_nothing())
+        return "conflict"
+
+    def merge(self, sources: Iterable[str | Path]) -> "MergeSummary":
+        """Merge other registries or record folders (from other machines) into this one.
+
+        A source is a record folder (holding ``runs/``, ``history/`` or ``failures/``, as
+        ``results/`` does), an SQLite registry file, or a registry URL. Every run of a source
+        is added, superseded ones included (history is kept: ``current_only`` queries still show
+        the newest per key). Idempotent: merging the same source twice adds nothing. A run_id
+        already here with other metrics or status is a conflict: the copy here stays, the
+        incoming record is stored in ``conflicts`` and reported (:meth:`conflicts`).
+        """
+        counts = {"new": 0, "existing": 0, "conflict": 0}
+        errors: list[str] = []
+        conflict_ids: list[str] = []
+        self._ensure()
+        for src in sources:
+            label = str(src)
+            for rec, path in _source_records(src, errors):
+                try:
+                    what = self.merge_record(rec, label, path)
+                except ConfigError as e:
+                    errors.append(str(e))
+                    continue
+                counts[what] += 1
+                if what == "conflict":
+                    conflict_ids.append(str(rec["run_id"]))
+        return MergeSummary(counts["new"], counts["existing"], conflict_ids, errors)
+
+    def conflicts(self):
+        """Merge conflicts, one row per incoming record that disagreed with the registry's copy:
+        run key, source, ``kept`` and ``incoming`` ({status, metrics}), detected_at."""
+        self._ensure()
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(sa.select(conflicts_table)
+                                                           .order_by(conflicts_table.c.detected_at))]
+        out = []
+        for r in rows:
+            rec = json.loads(r["incoming_record_json"])
+            out.append({**{k: rec.get(k) for k in RUN_KEY}, "run_id": r["run_id"], "source": r["source"],
+                        "kept": json.loads(r["kept_metrics_json"]), "incoming": json.loads(r["incoming_metrics_json"]),
+                        "detected_at": r["detected_at"]})
+        return _frame(out, CONFLICTS_COLUMNS)
 
     # -- queries --------------------------------------------------------------------------
     def _select_runs(self, task: str | None, scale: str | None, extra=None) -> list[dict[str, Any]]:
@@ -743,6 +872,54 @@ class Registry:
         return path
 
 
+def _source_records(src: str | Path, errors: list[str]):
+    """``(record, path)`` pairs of a merge source: a record folder, an SQLite file or a registry URL."""
+    text = str(src)
+    p = Path(text).expanduser()
+    if "://" not in text and p.is_dir():
+        files = _record_files(p)
+        if not files:
+            errors.append(f"{text}: no run records (runs/, history/ or failures/) in this folder")
+        for f in files:
+            try:
+                yield read_record(f), f
+            except FileNotFoundError:
+                continue
+            except ConfigError as e:
+                errors.append(str(e))
+        return
+    if "://" not in text:
+        if not p.is_file():
+            errors.append(f"{text}: neither a record folder, a registry file nor a registry URL")
+            return
+        text = f"sqlite:///{p.resolve()}"
+    other = Registry(url=text)
+    try:
+        other._ensure()
+        with other.engine.connect() as conn:
+            for r in conn.execute(sa.select(runs_table.c.record_json, runs_table.c.record_path)
+                                  .order_by(runs_table.c.run_id)):
+                yield json.loads(r.record_json), r.record_path
+            fails = [dict(r._mapping) for r in conn.execute(sa.select(failures_table))]
+    finally:
+        other.close()
+    for f in fails:  # failure records may live on the other machine only: rebuild them from the row
+        if f["record_path"] and Path(f["record_path"]).is_file():
+            try:
+                yield read_record(Path(f["record_path"])), f["record_path"]
+                continue
+            except ConfigError:
+                pass
+        if f["run_id"] is None:
+            continue  # an unreadable record of the other machine: nothing to merge
+        yield ({"schema_version": RECORD_SCHEMA_VERSION, "run_id": f["run_id"], "task": f["task"],
+                "variant": f["variant"], "method": f["method"], "benchmark": f["benchmark"], "seed": f["seed"],
+                "scale": f["scale"], "status": "failed",
+                "error": {"type": f["error_type"], "message": f["message"], "traceback": f["traceback"]},
+                "timings": {"started_at": f["started_at"], "finished_at": f["finished_at"]},
+                "provenance": {"git_commit": f["git_commit"]}}, f["record_path"])
+
+
 def _record_files(root: Path) -> list[Path]:
     """Record files under ``runs/``, ``history/`` and ``failures/``, skipping hidden files (a
     writer's temporary file)."""
@@ -804,3 +981,43 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
         cur.close()
+
+
+class Frames(NamedTuple):
+    """What :func:`load` returns: pandas DataFrames of one registry."""
+
+    runs: Any
+    """One row per run (:meth:`Registry.runs`), with one ``metric.<name>`` column per metric."""
+    metrics: Any
+    """One row per (run, metric) (:meth:`Registry.metrics`)."""
+    failures: Any
+    """Failure records, resolved ones included (:meth:`Registry.failures`)."""
+    conflicts: Any
+    """Merge conflicts (:meth:`Registry.conflicts`)."""
+
+
+def load(url: str | None = None, results_dir: str | Path = "results", task: str | None = None,
+         scale: str | None = None, current_only: bool = True, ingest: bool = False) -> Frames:
+    """The registry as pandas frames, for notebooks::
+
+        from harness.registry import load
+        f = load(scale="small")          # f.runs, f.metrics, f.failures, f.conflicts
+        f.metrics.groupby(["task", "benchmark", "variant", "name"])["value"].mean()
+
+    ``url``/``results_dir`` as :class:`Registry`; ``ingest`` indexes ``results_dir``'s records
+    first; ``current_only=False`` includes runs superseded at later commits (history).
+    """
+    with Registry(url=url, results_dir=results_dir) as reg:
+        if ingest:
+            reg.ingest_dir()
+        runs = reg.runs(task, scale, current_only=current_only)
+        metrics = reg.metrics(task, scale, current_only=current_only)
+        if len(metrics) and len(runs):
+            wide = metrics.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
+            wide.columns = [f"metric.{c}" for c in wide.columns]
+            runs = runs.merge(wide, left_on="run_id", right_index=True, how="left")
+        failures = reg.failures(task, scale, unresolved_only=False)
+        conflicts = reg.conflicts()
+        if task is not None and len(conflicts):
+            conflicts = conflicts[conflicts["task"] == task].reset_index(drop=True)
+        return Frames(runs, metrics, failures, conflicts)

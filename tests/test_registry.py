@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from factories import make_record, write_record
 from harness.config import ConfigError
-from harness.registry import METRICS_COLUMNS, RUNS_COLUMNS, IngestError, Registry
+from harness.registry import METRICS_COLUMNS, RUNS_COLUMNS, REGISTRY_SCHEMA_VERSION, IngestError, Registry
 from services import require_service
 
 
@@ -44,7 +44,8 @@ def test_url_precedence_and_sqlite_wal(tmp_path, monkeypatch):
     with reg.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
-        assert conn.execute(sa.text("SELECT value FROM meta WHERE key='schema_version'")).scalar() == "1"
+        version = conn.execute(sa.text("SELECT value FROM meta WHERE key='schema_version'")).scalar()
+        assert version == str(REGISTRY_SCHEMA_VERSION)
     reg.close()
     monkeypatch.setenv("HARNESS_REGISTRY_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
     assert Registry(results_dir=tmp_path / "res").url.endswith("env.sqlite")
