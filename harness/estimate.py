@@ -184,7 +184,7 @@ def format_bill(b: Bill, per_run: bool = False) -> str:
             flag = "" if c.fits else "  DOES NOT FIT"
             lines.append(f"{c.task:<22}{c.benchmark:<18}{c.variant:<44}{c.seed:>5}{human_flops(c.flops):>11}"
                          f"{c.gpu_hours:>10.2f}{human_bytes(c.peak_memory_bytes):>11}"
-                         f"{human_bytes(c.checkpoint_bytes):>10}{c.mfu:>6.2f}{flag}")
+                         f"{human_bytes(c.checkpoint_bytes):>10}{c.mfu:>6.3f}{flag}")
     lines.append(f"{'task':<22}{'runs':>6}{'FLOPs':>11}{'GPU-hours':>11}{'max peak mem':>14}{'data':>10}"
                  f"{'checkpoints':>13}")
     for t in (*b.tasks, b.total):
@@ -206,3 +206,14 @@ def adamw_training_bytes(n_params: float, master_bytes: int = 4) -> float:
 def checkpoint_bytes(n_params: float, optimizer_moments: int = 2) -> float:
     """A resumable fp32 checkpoint: weights plus the optimizer's moments."""
     return n_params * 4 * (1 + optimizer_moments)
+
+
+def counted_flops(fn, *args, **kwargs) -> float:
+    """FLOPs of ``fn(*args, **kwargs)`` as ``torch.utils.flop_counter`` counts them (matmuls and
+    convolutions, 2 per multiply-add; a ``.backward()`` inside ``fn`` is counted too). Works on meta
+    tensors, so a model of any size can be counted without memory or time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return float(counter.get_total_flops())

@@ -51,6 +51,13 @@ class NoisyLabelsTask(Task):
         return run_method(self, method, benchmark, dict(config), ctx)
 
     # -- the task's own figure; the shape claims are analysis.claim_* (Task.claim_function) ---
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from .estimate import estimate_run
+        from .train import DEFAULT_ARCH
+
+        arch = config.get("arch") or DEFAULT_ARCH[benchmark.dataset]
+        return estimate_run(method, benchmark, config, arch, COMPRESSION.get(method.name, "none"))
+
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

@@ -56,6 +56,12 @@ class SelfTuningNetworksTask(Task):
         return RunResult(metrics=metrics, status=best.status, info=dict(best.info))
 
     # -- report figures; the shape claims are analysis.claim_* (Task.claim_function) --------
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from .estimate import estimate_run
+        from .run import STN_METHODS
+
+        return estimate_run(method, benchmark, config, stn=method.name in STN_METHODS)
+
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

@@ -16,7 +16,11 @@ Paper scale (card §4): ``datasets.load_dataset`` from a source overridable by a
 * ``stn_cifar10``: CIFAR-10 (``img``, ``label``); the official code's split: the last 20% of the
   50k training images are the validation set (40k / 10k), test 10k. ``HARNESS_CIFAR10_SOURCE``.
 * ``stn_ptb``: Penn Treebank words (the AWD-LSTM/Mikolov preprocessing; a ``text`` column per
-  line, splits train/validation/test, as ``ptb_text_only``). ``HARNESS_PTB_SOURCE``.
+  line, splits train/validation/test). Data only, no loading script (``datasets`` >= 4 runs
+  none): ``HARNESS_PTB_SOURCE`` names a folder of the Mikolov text files ``ptb.train.txt``,
+  ``ptb.valid.txt``, ``ptb.test.txt`` (AWD-LSTM's ``getdata.sh``), a folder of
+  ``<split>*.parquet`` files, or a ``save_to_disk`` folder; unset, the hub's parquet conversion
+  of ``ptb_text_only`` (branch ``refs/convert/parquet``) is read.
 """
 
 from __future__ import annotations
@@ -161,8 +165,18 @@ def build_stn_docstrings(root: Path | None = None):
 
 SOURCES = {
     "stn_cifar10": ("HARNESS_CIFAR10_SOURCE", "uoft-cs/cifar10", "img and label, splits train/test"),
-    "stn_ptb": ("HARNESS_PTB_SOURCE", "ptb_text_only", "a text column, splits train/validation/test"),
+    "stn_ptb": ("HARNESS_PTB_SOURCE", "ptb-text-only/ptb_text_only",
+                "a text or sentence column, splits train/validation/test; or the text files ptb.train.txt, "
+                "ptb.valid.txt, ptb.test.txt"),
 }
+#: The Mikolov/AWD-LSTM files, one sentence per line, by split.
+PTB_FILES = {"train": "ptb.train.txt", "validation": "ptb.valid.txt", "test": "ptb.test.txt"}
+#: The hub's data-only copy: the parquet files the hub converted from the script-based ``ptb_text_only``.
+PTB_PARQUET = "hf://datasets/ptb-text-only/ptb_text_only@refs%2Fconvert%2Fparquet/penn_treebank/{split}/*.parquet"
+PTB_HINT = ("Paper scale needs Penn Treebank: put the Mikolov text files ptb.train.txt, ptb.valid.txt and ptb.test.txt "
+            "(AWD-LSTM's getdata.sh: simple-examples.tgz, ./simple-examples/data/) in a folder and set "
+            "HARNESS_PTB_SOURCE to it (or to a folder of train/validation/test*.parquet files with a text column, or "
+            "a save_to_disk folder); unset, the hub's parquet copy of ptb_text_only is read, which needs the network.")
 
 
 def _source(name: str):
@@ -189,11 +203,35 @@ def build_stn_cifar10():
                                  "test": convert(dd["test"])})
 
 
+def _ptb_raw():
+    """The raw PTB DatasetDict from the text files, a HF-format source, or the hub's parquet copy."""
+    import os
+
+    import datasets
+
+    source = os.environ.get(SOURCES["stn_ptb"][0])
+    if source:
+        folder = Path(source).expanduser()
+        if folder.is_dir() and any((folder / f).exists() for f in PTB_FILES.values()):
+            missing = [f for f in PTB_FILES.values() if not (folder / f).exists()]
+            if missing:
+                raise DatasetUnavailable(f"HARNESS_PTB_SOURCE={source!r} lacks {', '.join(missing)}. {PTB_HINT}")
+            return datasets.DatasetDict({
+                split: datasets.Dataset.from_dict({"text": (folder / f).read_text(encoding="utf-8").splitlines()})
+                for split, f in PTB_FILES.items()})
+        return _source("stn_ptb")
+    try:
+        return datasets.load_dataset("parquet", data_files={s: PTB_PARQUET.format(split=s) for s in PTB_FILES})
+    except Exception as e:  # noqa: BLE001 - offline or moved: one message naming the fix
+        raise DatasetUnavailable(f"could not read the hub's parquet copy of ptb_text_only ({type(e).__name__}: "
+                                 f"{e}). {PTB_HINT}") from None
+
+
 def build_stn_ptb():
     """Penn Treebank lines, as given by the source (column ``text`` or ``sentence``)."""
     import datasets
 
-    dd = _source("stn_ptb")
+    dd = _ptb_raw()
     out = {}
     for split in ("train", "validation", "test"):
         ds = dd[split]

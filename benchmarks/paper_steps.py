@@ -1,0 +1,277 @@
+"""Training steps of one paper-scale run per task, timed against the task's own estimate.
+
+For each task, the paper's model at its real size and the task's real training step on random
+data of the paper's shapes (nothing is downloaded):
+
+  infinite_compute      LlamaLM 150M (T 4096, batch 64 in micro-batches, the sliced 128,257 head)
+  entropy_attention     GPT-2 12 x 768, T 128 BPE, vocabulary 50,304, batch 512 in micro-batches of 128
+  self_tuning_networks  the STN PTB LSTM (2 x 650, vocabulary 10k, batch 40, BPTT 70)
+  noisy_labels          CIFAR ResNet-18 with nested dropout, batch 320, crop + flip
+
+Each reports seconds per step, the FLOPs per step the task's estimator counts, the FLOPs
+``torch.utils.flop_counter`` counts for the same step (their ratio checks the count), achieved
+FLOP/s, the MFU against the device's peak (``--peak-flops``; on a GPU its bf16 dense peak from
+harness.estimate.GPUS) next to the MFU the estimate assumes, and the peak memory against the
+estimate's (GPU only).
+
+    python benchmarks/paper_steps.py --task infinite_compute --steps 200 --out benchmarks/results/gpu-paper-infinite_compute.json
+    python benchmarks/paper_steps.py --dry-run --task all            # CPU, tiny shapes, 1 step: the plumbing
+    python benchmarks/paper_steps.py --device cpu --task all --cpu-sizes --steps 2   # CPU at the real widths
+
+A script, not a test (benchmarks/gpu_check.sh runs it; its --dry-run is tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TASKS = ("infinite_compute", "entropy_attention", "self_tuning_networks", "noisy_labels")
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(step, steps: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+class _Ctx:
+    """The run context a training loop asks for: curves and checkpoints dropped."""
+
+    seed, scale = 0, "paper"
+
+    def log(self, *a, **k):
+        pass
+
+    def checkpoint(self, state):
+        pass
+
+    def restore(self):
+        return None
+
+
+def _counted(step) -> float:
+    from harness.estimate import counted_flops
+
+    return counted_flops(step)
+
+
+# -- the four tasks ------------------------------------------------------------------------------
+
+def infinite_compute(args, device):
+    from harness.plugins import get_task
+    from tasks.infinite_compute.estimate import train_flops_per_token, training_peak_bytes, total_params
+    from tasks.infinite_compute.model import LlamaLM
+    from tasks.infinite_compute.run import model_config
+    from tasks.infinite_compute.train import autocast_for, build_optimizer, train_step, TrainConfig  # noqa: F401
+
+    hp = dict(get_task("infinite_compute").config.scale("paper").defaults)
+    size = "150m"
+    batch, micro, chunk = int(hp["batch_size"]), int(hp["sizes"][size]["micro_batch"]), int(hp["ce_chunk"])
+    if args.dry_run:
+        hp.update(vocab_size=1000, seq_len=32, sizes={size: dict(d_model=64, d_ff=224, n_layer=2, n_head=4, n_kv_head=4)})
+        batch, micro, chunk = 4, 2, 64
+    elif args.cpu_sizes:
+        hp.update(seq_len=128)
+        batch, micro = 4, 2
+    cfg = model_config(hp, size)
+    T = int(hp["seq_len"])
+    torch.manual_seed(0)
+    model = LlamaLM(cfg).to(device)
+    tc = TrainConfig(epochs=1, lr=3e-3, weight_decay=0.1, batch_size=batch, micro_batch=micro, ce_chunk=chunk)
+    opt = build_optimizer(model, tc)
+    x = torch.randint(0, cfg.vocab_size, (batch, T + 1), device=device)
+
+    def step():
+        return train_step(model, opt, x[:, :-1], x[:, 1:], 3e-3, 1.0, device, micro, chunk, model.head.weight)
+
+    sec = _timed(step, args.steps, 0 if args.dry_run else 1, device)
+    est = train_flops_per_token(cfg, T) * batch * T
+    return {"model": f"{size}: {total_params(cfg) / 1e6:.0f}M params, T={T}, batch {batch} (micro {micro}), "
+                     f"ce_chunk {chunk}", "seconds_per_step": sec, "tokens_per_s": batch * T / sec,
+            "estimated_flops_per_step": est, "counted_flops_per_step": _counted(step),
+            "estimated_peak_bytes": training_peak_bytes(cfg, T, micro, chunk), "assumed_mfu": 0.4}
+
+
+def entropy_attention(args, device):
+    from harness.plugins import get_task
+    from tasks.entropy_attention.configs import resolve
+    from tasks.entropy_attention.estimate import MFU, estimate_run, forward_flops_per_token
+    from tasks.entropy_attention.train import Corpus, model_config, train
+
+    task = get_task("entropy_attention")
+    method = task.config.resolve("paper", "sm_ln_g")
+    bench = task.config.benchmark("paper", "codeparrot-t128")
+    hp = resolve("sm_ln_g", dict(method.hyperparameters))
+    if args.dry_run:
+        hp.update(n_layer=2, n_head=2, n_embd=32, vocab_size=512, batch_size=8, micro_batch=4)
+    elif args.cpu_sizes:
+        hp.update(batch_size=4, micro_batch=2)
+    steps = args.steps + 1
+    hp.update(steps=steps, eval_every=10**9, checkpoint_every=10**9, log_every=10**9, eval_sequences=4,
+              entropy_sequences=2, curve_sequences=2)
+    T, V = int(hp["context"]), int(hp["vocab_size"])
+    g = torch.Generator().manual_seed(0)
+    corpus = Corpus(*(torch.randint(0, V, (n,), generator=g) for n in (200_000, 20_000, 20_000)))
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    train(corpus, hp, _Ctx(), device=device)
+    _sync(device)
+    sec = (time.perf_counter() - t0) / steps  # includes one warm-up step and the tiny evaluations
+    cfg = model_config(hp, V)
+    est = 3 * forward_flops_per_token(cfg, T) * int(hp["batch_size"]) * T
+    from tasks.entropy_attention.model import GPT
+
+    model = GPT(cfg).to(device)
+    xb = torch.randint(0, V, (int(hp["micro_batch"]), T + 1), device=device)
+
+    def one_micro():
+        logits = model(xb[:, :-1], entropy=False)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, V), xb[:, 1:].reshape(-1)).backward()
+
+    counted = _counted(one_micro) * int(hp["batch_size"]) / int(hp["micro_batch"])
+    peak = estimate_run(method, bench, {**dict(method.hyperparameters), **{k: hp[k] for k in (
+        "batch_size", "micro_batch", "vocab_size", "n_layer", "n_head", "n_embd")}}).peak_memory_bytes
+    return {"model": f"GPT {cfg.n_layer}x{cfg.n_embd}, V={V}, T={T}, batch {hp['batch_size']} "
+                     f"(micro {hp['micro_batch']})", "seconds_per_step": sec,
+            "tokens_per_s": int(hp["batch_size"]) * T / sec, "estimated_flops_per_step": est,
+            "counted_flops_per_step": counted, "estimated_peak_bytes": peak, "assumed_mfu": MFU}
+
+
+def self_tuning_networks(args, device):
+    from tasks.self_tuning_networks.estimate import MFU, lstm_per_token
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import stn_lstm_throughput as bench
+
+    ns = argparse.Namespace(size=650, layers=2, vocab=10_000, batch=40, bptt=70, warmup=1, steps=args.steps,
+                            threads=torch.get_num_threads())
+    if args.dry_run:
+        ns.size, ns.vocab, ns.batch, ns.bptt = 16, 100, 4, 5
+    elif args.cpu_sizes:
+        ns.batch, ns.bptt = 4, 10
+    bench.args = ns
+    row = bench.measure("stn", ns, torch.device(device))
+    fwd, params = lstm_per_token(ns.size, ns.size, ns.layers, ns.vocab, stn=True)
+    tokens = ns.batch * ns.bptt
+    sec = row["seconds"] / ns.steps
+    return {"model": f"STN LSTM {ns.layers}x{ns.size}, vocabulary {ns.vocab}, batch {ns.batch}, BPTT {ns.bptt}",
+            "seconds_per_step": sec, "tokens_per_s": tokens / sec, "estimated_flops_per_step": 3 * fwd * tokens,
+            "counted_flops_per_step": None, "estimated_peak_bytes": params * 16.0, "assumed_mfu": MFU["lstm"],
+            "ptb_epoch_s": row["ptb_epoch_s"]}
+
+
+def noisy_labels(args, device):
+    import torch.nn.functional as F
+
+    from tasks.noisy_labels.estimate import MFU, per_image
+    from tasks.noisy_labels.models import build_model, nested_k_probs, sample_k
+    from tasks.noisy_labels.train import random_crop_flip
+
+    batch, dim = 320, 512
+    if args.dry_run:
+        batch = 2
+    elif args.cpu_sizes:
+        batch = 8
+    torch.manual_seed(0)
+    net = build_model("resnet18", 3 * 32 * 32, 10, dim, "nested", sigma=10.0).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 32, 32, 3)
+    y = torch.randint(0, 10, (batch,), device=device)
+    probs = nested_k_probs(net.K, 10.0)
+
+    def step():
+        xb = random_crop_flip(x, gen).permute(0, 3, 1, 2).contiguous().to(device)
+        loss = F.cross_entropy(net(xb, sample_k(probs, gen)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    sec = _timed(step, args.steps, 0 if args.dry_run else 1, device)
+    train, _, params, act = per_image("resnet18", 10, dim, "nested")
+    return {"model": f"ResNet-18 ({params / 1e6:.1f}M), nested dropout, batch {batch}", "seconds_per_step": sec,
+            "images_per_s": batch / sec, "estimated_flops_per_step": train * batch,
+            "counted_flops_per_step": _counted(step), "estimated_peak_bytes": params * 12 + batch * act,
+            "assumed_mfu": MFU}
+
+
+# -- driver ----------------------------------------------------------------------------------------
+
+def peak_flops(device: str, given: float | None) -> tuple[float | None, str]:
+    if given:
+        return given, "given (--peak-flops)"
+    if device.startswith("cuda"):
+        from harness.estimate import GPUS
+
+        name = torch.cuda.get_device_name(0)
+        for key, (flops, _mem) in GPUS.items():
+            if key in name.upper():
+                return flops, f"{key} bf16 dense peak"
+    return None, "unknown (pass --peak-flops)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="all", choices=("all",) + TASKS)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dry-run", action="store_true", help="tiny shapes, 2 steps, on the CPU: the plumbing only")
+    ap.add_argument("--cpu-sizes", action="store_true", help="real widths, tiny batches: a CPU measurement")
+    ap.add_argument("--peak-flops", type=float, help="the device's peak FLOP/s for the MFU column")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if args.dry_run:
+        args.device, args.steps = "cpu", 1
+    torch.set_num_threads(args.threads)
+    peak, peak_source = peak_flops(args.device, args.peak_flops)
+    results = {}
+    for name in (TASKS if args.task == "all" else (args.task,)):
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        r = globals()[name](args, args.device)
+        r["achieved_flops_per_s"] = r["estimated_flops_per_step"] / r["seconds_per_step"]
+        if r.get("counted_flops_per_step"):
+            r["estimated_over_counted_flops"] = r["estimated_flops_per_step"] / r["counted_flops_per_step"]
+        if peak:
+            r["measured_mfu"] = r["achieved_flops_per_s"] / peak
+            # > 1: the estimate (FLOPs / (peak x assumed MFU)) is slower than measured, i.e. conservative
+            r["estimated_over_measured_time"] = r["measured_mfu"] / r["assumed_mfu"]
+        if args.device.startswith("cuda"):
+            r["peak_bytes"] = torch.cuda.max_memory_allocated()
+        results[name] = r
+        print(name, json.dumps({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+    env = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
+           (platform.processor() or platform.machine()), "torch": torch.__version__, "threads": args.threads,
+           "peak_flops": peak, "peak_source": peak_source, "dry_run": args.dry_run, "steps": args.steps,
+           "load_average": os.getloadavg()[0]}
+    out = {"env": env, "tasks": results}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
