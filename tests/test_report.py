@@ -51,7 +51,11 @@ def _cell(html: str, benchmark: str, variant: str, metric: str):
 
 
 def test_pages_written(site):
-    assert set(site) == {"index.html", "runs.html", "task-toyrep.html", "task-lonely.html"}
+    from report_fixture import frames
+
+    run_ids = set(frames("small")["runs"]["run_id"])
+    assert set(site) == {"index.html", "runs.html", "task-toyrep.html", "task-lonely.html", "history-toyrep.html",
+                         "history-lonely.html"} | {f"run-{r}.html" for r in run_ids}
 
 
 def test_every_claim_on_index_with_its_verdict(site):
@@ -165,27 +169,23 @@ def test_runs_page_lists_every_run(site):
     assert first[6].text() == "0.8100" and first[7].text() == "1 min 02 s" and first[8].text() == "512 MB"
 
 
-def test_published_numbers_labelled_paper(site, paper_site):
-    # Not the paper scale: a separate table of the paper's setting, every row labelled paper.
-    doc = parse(site["task-toyrep.html"])
-    table = doc.find("table", cls="published-table")
-    rows = table.find_all("tr", cls="published")
-    assert [r.attrs["data-source"] for r in rows] == ["paper"] * 3
-    assert all("source: paper" in r.text() for r in rows)
-    assert ["0.9310", "0.7020", "0.8870"] == [r.find_all("td")[3].text() for r in rows]
-    assert not doc.find_all("th", cls="pub")  # no side-by-side column off the paper scale
-    # Paper scale: side by side with ours on the matching benchmark and method.
-    html = paper_site["task-toyrep.html"]
-    header = _table(html, "easy").find("th", cls="pub")
-    assert "source: paper" in header.text()
-    strong = _table(html, "easy").find("tr", data_variant="strong").find("td", cls="pub")
-    assert strong.find("span", cls="published").text() == "0.9310 ± 0.0040"
-    assert strong.find("span", cls="published").attrs["data-source"] == "paper"
-    assert _table(html, "easy").find("tr", data_variant="twin").find("td", cls="pub").text().strip() == "—"
-    assert not _table(html, "hard").find_all("th", cls="pub")
-    # The unmatched number (a benchmark we do not run) stays in the paper-setting table.
-    rest = parse(html).find("table", cls="published-table").find_all("tr", cls="published")
-    assert [r.find_all("td")[0].text() for r in rest] == ["cifar10-sym50"]
+def test_published_numbers_beside_ours_at_every_scale_where_the_benchmark_matches(site, paper_site):
+    # Issue 16: at every scale, a published number of a benchmark we run stands beside ours, labelled paper;
+    # one of a benchmark this scale does not run is listed apart as "not comparable".
+    for html in (site["task-toyrep.html"], paper_site["task-toyrep.html"]):
+        header = _table(html, "easy").find("th", cls="pub")
+        assert "source: paper" in header.text()
+        strong = _table(html, "easy").find("tr", data_variant="strong").find("td", cls="pub")
+        assert strong.find("span", cls="published").text() == "0.9310 ± 0.0040"
+        assert strong.find("span", cls="published").attrs["data-source"] == "paper"
+        weak = _table(html, "easy").find("tr", data_variant="weak").find("td", cls="pub")
+        assert weak.find("span", cls="published").text() == "0.7020"
+        assert _table(html, "easy").find("tr", data_variant="twin").find("td", cls="pub").text().strip() == "—"
+        assert not _table(html, "hard").find_all("th", cls="pub")
+        rest = parse(html).find("table", cls="published-table").find_all("tr", cls="published")
+        assert [r.find_all("td")[0].text() for r in rest] == ["cifar10-sym50"]
+        assert rest[0].attrs["data-source"] == "paper" and "source: paper" in rest[0].text()
+        assert rest[0].find("span", cls="not-comparable").text() == "not comparable"
 
 
 def test_inline_svg_and_no_network_references(site):
@@ -294,7 +294,7 @@ def test_empty_registry_and_failing_task_figures(tmp_path):
     (tmp_path / "none" / "task-gone.html").write_text("stale page of a removed task")
     paths = render_site(tmp_path / "none", tasks={"lonely": task}, runs=empty, metrics=empty, failures=empty,
                         claims=[], curves={}, scale="tiny", generated_at=GENERATED_AT)
-    assert [p.name for p in paths] == ["index.html", "task-lonely.html", "runs.html"]
+    assert [p.name for p in paths] == ["index.html", "task-lonely.html", "runs.html", "history-lonely.html"]
     assert not (tmp_path / "none" / "task-gone.html").exists()
     page = (tmp_path / "none" / "task-lonely.html").read_text()
     assert "defines no <strong>tiny</strong> scale" in page

@@ -189,7 +189,8 @@ class _Site:
 
     def __init__(self, *, tasks: Mapping[str, Any], runs: pd.DataFrame, metrics: pd.DataFrame,
                  failures: pd.DataFrame, claims: Sequence[Mapping[str, Any]], curves: Mapping[str, Any],
-                 scale: str, broken_plugins: Sequence[Any], generated_at: str):
+                 scale: str, broken_plugins: Sequence[Any], generated_at: str,
+                 history: pd.DataFrame | None = None):
         self.tasks = dict(sorted(tasks.items()))
         self.scale = scale
         runs = _frame(runs, RUN_COLUMNS)
@@ -204,6 +205,35 @@ class _Site:
         self.broken = list(broken_plugins)
         self.generated_at = generated_at
         self._records_cache: dict[str, dict] = {}
+        hist = _frame(self.metrics if history is None else history, METRIC_COLUMNS + ("finished_at",))
+        if hist["finished_at"].isna().all() and len(hist):  # a metrics frame without times: take the runs'
+            hist["finished_at"] = hist["run_id"].map(dict(zip(self.runs["run_id"], self.runs["finished_at"])))
+        self.history = hist[hist["scale"].isna() | (hist["scale"] == scale)].reset_index(drop=True)
+
+    # -- run and history pages ----------------------------------------------------------------
+    run_pages = True  # render_site switches it off when it writes no run pages (then nothing links them)
+
+    def run_page_ids(self) -> list[str]:
+        if not self.run_pages:
+            return []
+        return [str(r) for r in self.runs["run_id"].dropna() if str(r)]
+
+    def run_page_context(self, row: Mapping[str, Any]) -> dict:
+        from harness.report.pages import run_context
+
+        base = {k: row.get(k) for k in ("run_id", "task", "task_version", "method", "variant", "benchmark", "seed",
+                                         "scale", "status", "device", "code_hash")}
+        rec = {**base, **{k: v for k, v in (self.record(row) or {}).items() if v is not None}}
+        task = row.get("task")
+        return run_context(rec, row, f"task-{task}.html" if task in self.tasks else None)
+
+    def history_page_context(self, name: str) -> dict:
+        from harness.report.pages import history_context
+
+        task = self.tasks.get(name)
+        tol = dict(task.config.tolerances) if task is not None else {}
+        ctx = history_context(name, self.history, self.primary_metric(name), tol, set(self.run_page_ids()))
+        return {"task_name": name, **ctx}
 
     # -- shared pieces ----------------------------------------------------------------------
     def task_names(self) -> list[str]:
@@ -503,7 +533,15 @@ class _Site:
             })
         rows.sort(key=lambda r: (str(r.get("task")), str(r.get("benchmark")), str(r.get("variant")),
                                  _sort_seed(r.get("seed")), str(r.get("run_id"))))
-        return {"runs": rows, "failures": failures, "counts": self.status_counts()}
+        pages = set(self.run_page_ids())
+        for r in rows:
+            r["method"] = r.get("method") or str(r.get("variant") or "").split("[", 1)[0]
+            r["run_page"] = f"run-{r['run_id']}.html" if r.get("run_id") in pages else None
+        filters = [{"key": k, "label": k, "options": sorted({str(r.get(k) or "") for r in rows} - {""})}
+                   for k in ("task", "method", "benchmark", "status")]
+        filters.append({"key": "commit", "label": "commit",
+                        "options": sorted({str(r.get("commit_short") or "") for r in rows} - {"", "—"})})
+        return {"runs": rows, "failures": failures, "counts": self.status_counts(), "filters": filters}
 
     # -- a task page ---------------------------------------------------------------------------
     def task_context(self, name: str) -> dict:
@@ -516,10 +554,8 @@ class _Site:
         matched_pub = set()
         for b in benches:
             matched_pub |= b["published_matched"]
-        if self.scale == "paper":
-            pub_rest = [p for i, p in enumerate(published) if i not in matched_pub]
-        else:
-            pub_rest = list(published)
+        # Published numbers whose benchmark this scale does not run: listed apart, "not comparable".
+        pub_rest = [p for i, p in enumerate(published) if i not in matched_pub]
         figures, figure_error = [], None
         try:
             for title, svg in task.figures(runs.reset_index(drop=True), self.scale) or []:
@@ -532,7 +568,10 @@ class _Site:
             "code_url": safe_url(cfg.paper.code),
             "claims": claims, "verdict_counts": self.verdict_counts(claims),
             "effect_svg": Markup(plots.effect_plot(claims) or "") if claims else "",
-            "benchmarks": benches, "published_rest": [_published_row(p) for p in pub_rest],
+            "benchmarks": benches,
+            "published_rest": [{**_published_row(p), "why": (
+                "not comparable: this scale does not run the benchmark" if p.benchmark not in self.benchmark_order(name)
+                else "no run of this method on the benchmark")} for p in pub_rest],
             "figures": figures, "figure_error": figure_error,
             "failures": [f for f in self.failure_rows() if f.get("task") == name],
             "counts": self.status_counts(name), "has_runs": len(runs) > 0,
@@ -557,22 +596,22 @@ class _Site:
                 pass
         metric_names = self.metric_order(task_name, mets["name"].dropna())
 
-        # Published numbers beside ours (paper scale only: other scales differ in setting).
+        # Published numbers beside ours, at every scale, where the benchmark (dataset and setting)
+        # is the paper's; a published number of another benchmark is "not comparable" (task page).
         pub_cols: dict[str, dict[str, tuple[int, Any]]] = {}
         matched: set[int] = set()
-        if self.scale == "paper":
-            per_method = Counter(method_of.get(v, v) for v in variants)
-            for i, p in enumerate(published):
-                if p.benchmark != bench:
-                    continue
-                target = None
-                if p.method in variants:
-                    target = p.method
-                elif per_method.get(p.method) == 1:
-                    target = next(v for v in variants if method_of.get(v, v) == p.method)
-                if target is not None:
-                    pub_cols.setdefault(p.metric, {})[target] = (i, p)
-                    matched.add(i)
+        per_method = Counter(method_of.get(v, v) for v in variants)
+        for i, p in enumerate(published):
+            if p.benchmark != bench:
+                continue
+            target = None
+            if p.method in variants:
+                target = p.method
+            elif per_method.get(p.method) == 1:
+                target = next(v for v in variants if method_of.get(v, v) == p.method)
+            if target is not None:
+                pub_cols.setdefault(p.metric, {})[target] = (i, p)
+                matched.add(i)
 
         columns = []
         for m in metric_names:
@@ -722,25 +761,42 @@ def _timestamp(generated_at: Any) -> str:
 def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataFrame, metrics: pd.DataFrame,
                 failures: pd.DataFrame, claims: Sequence[Mapping[str, Any]], curves: Mapping[str, Any],
                 scale: str, broken_plugins: Sequence[Any] = (), generated_at: datetime | str | None = None,
-                ) -> list[Path]:
+                history: pd.DataFrame | None = None, snakemake_report: str | None = None,
+                run_pages: bool = True) -> list[Path]:
     """Render the site into ``out_dir``; return the files written (index first).
 
     ``generated_at`` (default: now, UTC) is the only input not in the frames; pass a
-    fixed value to get byte-identical output. Stale ``task-*.html`` pages of tasks that
-    are no longer reported are removed, nothing else in ``out_dir`` is touched.
+    fixed value to get byte-identical output. Stale ``task-*.html``, ``history-*.html`` and
+    ``run-*.html`` pages that are no longer reported are removed, nothing else in ``out_dir`` is
+    touched. ``history``: the metrics of every run at this scale, superseded ones included
+    (``Registry.metrics(current_only=False)``), for the history pages (default: ``metrics``).
+    ``snakemake_report``: a file name in ``out_dir`` to link (default: ``snakemake-report.html``
+    or ``.zip`` when one is there, as ``snakemake --report reports/snakemake-report.html`` writes).
+    ``run_pages``: write ``run-<run_id>.html`` for every run (a few kB each; a committed site of
+    thousands of runs may prefer to leave them out).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     site = _Site(tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims, curves=curves,
-                 scale=scale, broken_plugins=broken_plugins, generated_at=_timestamp(generated_at))
+                 scale=scale, broken_plugins=broken_plugins, generated_at=_timestamp(generated_at), history=history)
+    site.run_pages = run_pages
     env = _environment()
     nav_tasks = [n for n in site.task_names() if n in site.tasks]
-    common = {"scale": scale, "generated_at": site.generated_at, "nav_tasks": nav_tasks}
+    if snakemake_report is None:
+        snakemake_report = next((n for n in ("snakemake-report.html", "snakemake-report.zip") if (out / n).is_file()),
+                                None)
+    common = {"scale": scale, "generated_at": site.generated_at, "nav_tasks": nav_tasks,
+              "snakemake_report": snakemake_report}
 
     pages: list[tuple[str, str, dict]] = [("index.html", "index.html.j2", site.index_context())]
     for name in nav_tasks:
         pages.append((f"task-{name}.html", "task.html.j2", site.task_context(name)))
     pages.append(("runs.html", "runs.html.j2", site.runs_context()))
+    for name in nav_tasks:
+        pages.append((f"history-{name}.html", "history.html.j2", site.history_page_context(name)))
+    for row in _records(site.runs) if run_pages else []:
+        if row.get("run_id"):
+            pages.append((f"run-{row['run_id']}.html", "run.html.j2", site.run_page_context(row)))
 
     written = []
     for filename, template, ctx in pages:
@@ -749,20 +805,25 @@ def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataF
         path.write_text(html, encoding="utf-8")
         written.append(path)
     keep = {p.name for p in written}
-    for stale in sorted(out.glob("task-*.html")):
-        if stale.name not in keep:
-            stale.unlink()
+    for pattern in ("task-*.html", "history-*.html", "run-*.html"):
+        for stale in sorted(out.glob(pattern)):
+            if stale.name not in keep:
+                stale.unlink()
     return written
 
 
 def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_path: str | Path | None,
-                         *, generated_at: datetime | str | None = None) -> list[Path]:
+                         *, generated_at: datetime | str | None = None,
+                         tasks: Mapping[str, Any] | None = None, run_pages: bool = True) -> list[Path]:
     """Pull the frames for ``scale`` from the registry, the claims from ``claims_path``
     (missing file: no verdicts yet, claims show as not evaluated) and the tasks from the
     installed plugins, then :func:`render_site`."""
     from harness.plugins import discover
 
-    tasks, broken = discover()
+    if tasks is None:
+        tasks, broken = discover()
+    else:
+        broken = ()
     runs = registry.runs(scale=scale)
     metrics = registry.metrics(scale=scale)
     failures = registry.failures(scale=scale)
@@ -777,8 +838,10 @@ def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_
         runs["record_json"] = [json.dumps(_record_or_empty(registry, rid), sort_keys=True) for rid in runs["run_id"]]
     run_ids = [r for r in runs.loc[runs["status"] == "ok", "run_id"]] if len(runs) else []
     curves = registry.curves(run_ids) if run_ids else {}
+    history = registry.metrics(scale=scale, current_only=False)
     return render_site(out_dir, tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims,
-                       curves=curves, scale=scale, broken_plugins=broken, generated_at=generated_at)
+                       curves=curves, scale=scale, broken_plugins=broken, generated_at=generated_at,
+                       history=history, run_pages=run_pages)
 
 
 def _record_or_empty(registry: Any, run_id: str) -> dict:
