@@ -48,7 +48,7 @@ STATUSES = ("regression", "improvement", "unchanged", "missing")
 def resolve_rev(rev: str) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True,
-                             timeout=10)
+                             timeout=10, check=False)
     except OSError:
         out = None
     if out is None or out.returncode != 0:
@@ -99,7 +99,7 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, tolerances: dict[str, dict[
         worse = seed_tests(x, min_effect=tol, direction="less")
         ci = seed_tests(d)
         row.update(
-            n_shared_seeds=int(len(shared)), mean_a=float(xa[both].mean()) if both.any() else math.nan,
+            n_shared_seeds=len(shared), mean_a=float(xa[both].mean()) if both.any() else math.nan,
             mean_b=float(xb[both].mean()) if both.any() else math.nan,
             delta=float(d.mean()) if len(d) else math.nan,
             ci_low=float(ci["ci_low"]), ci_high=float(ci["ci_high"]),

@@ -101,8 +101,8 @@ def test_compare_gates_a_real_regression_between_two_commits(two_commits, capsys
     # A tolerance larger than the drop (declared in task.yaml) makes it unchanged.
     yaml_path = repo / "toycmp" / "task.yaml"
     big = float(df["delta"].abs().max()) + 1.0
-    yaml_path.write_text(yaml_path.read_text() + "tolerances: {test_accuracy: %r, val_accuracy: %r, weight_norm: %r}\n"
-                         % (big, big, 1e9))
+    yaml_path.write_text(yaml_path.read_text()
+                         + f"tolerances: {{test_accuracy: {big!r}, val_accuracy: {big!r}, weight_norm: 1000000000.0}}\n")
     _load_plugin_at_head(None)
     capsys.readouterr()
     assert main(["compare", "HEAD~1", "HEAD", "--format", "json"]) == 0

@@ -117,7 +117,7 @@ def full_site(tmp_path_factory):
 
 def test_the_console_check_sees_a_page_error(full_site, tmp_path):
     """The check below is real: a page that throws shows up on Chromium's console log."""
-    binary, base, _ = full_site
+    binary, _base, _ = full_site
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><title>x</title><script>throw new Error('deliberate-16')</script>")
     got = _run(binary, tmp_path / "profile", "--enable-logging=stderr", "--v=0", "--dump-dom", bad.as_uri())

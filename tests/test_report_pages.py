@@ -75,7 +75,7 @@ def test_run_page_has_config_provenance_hashes_curves_artifacts_and_commands(his
 
 
 def test_runs_page_filters_and_links_and_snakemake_report(history_site):
-    pages, old = history_site
+    pages, _ = history_site
     doc = parse(pages["runs.html"])
     selects = {s.attrs["data-filter"]: [o.attrs["value"] for o in s.find_all("option")]
                for s in doc.find_all("select")}

@@ -11,6 +11,7 @@ on the task's metrics of the two commits, its tolerances from task.yaml).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shlex
@@ -156,7 +157,7 @@ def history_context(task_name: str, hist: pd.DataFrame, primary: str | None,
     by_commit = {c: g.sort_values("finished_at", kind="stable").drop_duplicates(
         ["task", "scale", "benchmark", "variant", "seed", "name"], keep="last") for c, g in h.groupby("git_commit")}
     marks: dict[tuple[str, str, str], str] = {}
-    for prev, cur in zip(commits, commits[1:]):
+    for prev, cur in itertools.pairwise(commits):
         cmp = compare_frames(by_commit[prev], by_commit[cur], {task_name: dict(tolerances)})
         for _, r in cmp[cmp["name"] == primary].iterrows():
             if r["status"] in ("regression", "improvement"):
@@ -171,7 +172,7 @@ def history_context(task_name: str, hist: pd.DataFrame, primary: str | None,
             vals = vals[vals.map(_finite)]
             mark = marks.get((c, bench, variant))
             ids = [i for i in gc["run_id"] if i in run_pages]
-            cells.append({"text": f"{vals.mean():.4g}" if len(vals) else "—", "n": int(len(vals)),
+            cells.append({"text": f"{vals.mean():.4g}" if len(vals) else "—", "n": len(vals),
                           "value": repr(float(vals.mean())) if len(vals) else "", "mark": mark,
                           "link": f"run-{ids[0]}.html" if ids else None})
         rows.append({"benchmark": bench, "variant": variant, "cells": cells})
