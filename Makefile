@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install reproduce resume publish test test-fast bench clean
+.PHONY: install reproduce resume publish compare test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ reproduce: install
 # reports/$(SCALE)/ (site, claims.json, runs.parquet) and the README verdict tables, from results/.
 publish: install
 	$(VENV)/bin/harness publish --scale $(SCALE)
+
+# The regression gate for CI: runs of BASE vs HEAD (both ingested), a Markdown comment, exit 1 on a regression.
+BASE ?= HEAD~1
+compare: install
+	$(VENV)/bin/harness compare $(BASE) HEAD --scale $(SCALE) --format markdown
 
 # After a killed snakemake (README, "After a crash"): drop its stale lock, then continue.
 resume: install
