@@ -4,8 +4,10 @@ tables of the task READMEs, all generated from one claims file.
 What is written (deterministic: the same registry and claims give the same bytes, so a
 regeneration changes only what changed):
 
-* ``reports/<scale>/index.html``, ``task-*.html``, ``runs.html``: the rendered site, stamped
-  with the time the study's last run finished (not "now");
+* ``reports/<scale>/index.html``, ``task-*.html``, ``history-*.html``, ``runs.html``: the
+  rendered site, stamped with the time the study's last run finished (not "now"), without the
+  per-run pages (a few kB each, thousands of them: past the 20 MB a committed study may take;
+  ``harness report`` writes them locally and ``runs.parquet`` holds every run's numbers);
 * ``reports/<scale>/claims.json``: the claims file the site and the READMEs were made from;
 * ``reports/<scale>/runs.parquet``: every current run of the scale, one row each (the
   registry's index columns, config and info as JSON text; full records stay in results/);
@@ -129,7 +131,7 @@ def publish(registry: Any, scale: str, claims_path: str | Path, out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = registry.runs(scale=scale)
-    pages = render_from_registry(registry, out, scale, claims_path, generated_at=study_time(runs))
+    pages = render_from_registry(registry, out, scale, claims_path, generated_at=study_time(runs), run_pages=False)
     shutil.copyfile(claims_path, out / "claims.json")
     export = export_runs(runs, out / "runs.parquet") if len(runs) else None
     if readmes is None:
