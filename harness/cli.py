@@ -314,6 +314,10 @@ def cmd_plan(args) -> int:
 
         b = bill(args.scale, args.task or None, gpu=args.gpu, mfu=args.mfu)
         print(json.dumps(b.to_dict(with_runs=args.per_run), indent=1) if args.json else format_bill(b, args.per_run))
+        if args.save:
+            from harness.estimate import save_bill
+
+            print(f"wrote {save_bill(b)} (the report's per-task bill)", file=sys.stderr)
         return 0
     from harness.dag import plan
 
@@ -455,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mfu", type=float, help="model-FLOPs utilisation for every run (default: each task's own, "
                                              "else 0.4)")
     s.add_argument("--per-run", action="store_true", help="one line per run")
+    s.add_argument("--save", action="store_true", help="write the per-task bill to benchmarks/results/paper-bill.json "
+                                                      "(shown on the report's task pages)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_plan)
 

@@ -217,3 +217,39 @@ def counted_flops(fn, *args, **kwargs) -> float:
     with FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return float(counter.get_total_flops())
+
+
+# -- the saved bill (read by the report) -----------------------------------------------------------
+
+#: Where ``harness plan --estimate --save`` writes the bill and ``harness report`` reads it.
+BILL_PATH = "benchmarks/results/paper-bill.json"
+
+
+def save_bill(b: Bill, path: str | None = None) -> str:
+    import json
+    from pathlib import Path
+
+    target = Path(path or BILL_PATH)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(b.to_dict(with_runs=False), indent=1) + "\n")
+    return str(target)
+
+
+def saved_task_bill(task: str, path: str | None = None) -> dict | None:
+    """A task's line of the saved bill, formatted for the report (None when there is none)."""
+    import json
+    from pathlib import Path
+
+    target = Path(path or BILL_PATH)
+    try:
+        data = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+    row = next((t for t in data.get("tasks", []) if t.get("task") == task), None)
+    if not row or not row.get("estimated"):
+        return None
+    return {"scale": data.get("scale"), "gpu": data.get("gpu"), "runs": row["runs"],
+            "flops": human_flops(row["flops"]), "gpu_hours": f"{row['gpu_hours']:,.0f}",
+            "peak": human_bytes(row["peak_memory_bytes"]), "data": human_bytes(row["data_bytes"]),
+            "checkpoints": human_bytes(row["checkpoint_bytes"]), "not_fitting": row.get("not_fitting", 0),
+            "default_mfu": data.get("default_mfu")}

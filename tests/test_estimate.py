@@ -74,3 +74,17 @@ def test_cli_plan_prints_the_bill_and_json(toy_estimates, capsys):
     assert out["gpu"] == "H200" and out["default_mfu"] == 0.4 and len(out["runs"]) == 9
     assert out["total"]["flops"] == pytest.approx(1.8e19) and "formula" in out
     assert main(["plan", "--scale", "small", "--task", "toy", "--estimate", "--gpu", "nope"]) == 2
+
+
+def test_saved_bill_feeds_the_report(toy_estimates, tmp_path, monkeypatch):
+    import harness.estimate as est
+    from harness.report.render import _paper_bill
+
+    monkeypatch.setattr(est, "BILL_PATH", str(tmp_path / "paper-bill.json"))
+    assert _paper_bill("toy") is None  # no bill saved: the task page shows none
+    est.save_bill(bill("small", ["toy"]))
+    row = _paper_bill("toy")
+    assert row["runs"] == 9 and row["gpu"] == "H100" and row["not_fitting"] == 3 and row["data"] == "5.0 GB"
+    assert _paper_bill("no_such_task") is None
+    (tmp_path / "paper-bill.json").write_text("{not json")
+    assert _paper_bill("toy") is None

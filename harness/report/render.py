@@ -149,6 +149,16 @@ def safe_url(url: str | None) -> str:
     return url if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
 
 
+def _paper_bill(task: str) -> dict | None:
+    """The task's line of the saved paper-scale bill (``harness plan --scale paper --estimate --save``)."""
+    from harness.estimate import saved_task_bill
+
+    try:
+        return saved_task_bill(task)
+    except Exception:  # noqa: BLE001 - a damaged bill file must not hide the report
+        return None
+
+
 def arxiv_url(ref: str) -> str:
     ref = (ref or "").strip()
     if not ref:
@@ -578,6 +588,7 @@ class _Site:
             "scale_defined": scale_spec is not None,
             "seeds": list(scale_spec.seeds) if scale_spec is not None else [],
             "methods": [{"name": m, "description": s.description} for m, s in cfg.methods.items()],
+            "paper_bill": _paper_bill(name),
         }
 
     def _benchmark_section(self, task_name: str, bench: str, published: Sequence[Any]) -> dict:

@@ -24,6 +24,8 @@ from .model import GPTConfig, attention_flops_per_token, ffn_flops_per_token
 MFU = 0.3
 #: Bytes of text per GPT-2 BPE token of Python code (measured on the standard library: ~3.4).
 BYTES_PER_TOKEN = 3.4
+#: codeparrot-ds train in GPT-2 BPE tokens (one epoch = 32,000 steps x 512 x 128, task.yaml).
+CORPUS_TOKENS = 2.1e9
 
 
 def n_params(cfg: GPTConfig) -> int:
@@ -56,8 +58,8 @@ def estimate_run(method, benchmark, config: Mapping[str, Any]) -> RunEstimate:
     act = micro * T * cfg.n_layer * (40 * d + 8 * f + 8 * cfg.n_head * T)
     logits = micro * T * vocab * (2 + 4 + 4 + 4)
     params = n_params(cfg)
-    corpus_tokens = train_tokens if hp.get("max_train_tokens") is None else int(hp["max_train_tokens"])
-    data = corpus_tokens * (BYTES_PER_TOKEN + (4 if tokenizer != "bytes" else 0))
+    corpus_tokens = CORPUS_TOKENS if hp.get("max_train_tokens") is None else int(hp["max_train_tokens"])
+    data = corpus_tokens * (BYTES_PER_TOKEN + (4 if tokenizer != "bytes" else 0))  # text + the cached BPE stream
     return RunEstimate(flops=flops, peak_memory_bytes=adamw_training_bytes(params) + act + logits,
                        data_bytes=data, checkpoint_bytes=checkpoint_bytes(params), mfu=MFU,
                        note=f"{params / 1e6:.0f}M params ({cfg.n_layer}x{d}, V={vocab}), {steps} steps x {batch} x "
