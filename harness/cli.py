@@ -160,14 +160,14 @@ def cmd_registry(args) -> int:
     if args.action == "ls":
         import pandas as pd
 
-        df = reg.runs(task=args.task, scale=args.scale, status=args.status, current_only=not args.all)
+        # only the rows printed are read (LIMIT in SQL), and only their metrics
+        df = reg.runs(task=args.task, scale=args.scale, status=args.status, current_only=not args.all,
+                      limit=max(args.limit, 0))
         cols = ["run_id", "task", "benchmark", "variant", "seed", "scale", "status", "wall_s", "git_commit"]
-        m = reg.metrics(task=args.task, scale=args.scale, current_only=not args.all)
-        if not m.empty and not df.empty:
-            wide = m.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
-            df = df[cols].merge(wide, left_on="run_id", right_index=True, how="left")
-        else:
-            df = df[cols] if not df.empty else df
+        if not df.empty:
+            wide = reg.metric_table(df["run_id"])
+            df = df[cols].merge(wide, left_on="run_id", right_index=True, how="left") if len(wide.columns) \
+                else df[cols]
         with pd.option_context("display.max_rows", args.limit, "display.width", 200):
             print(df.head(args.limit).to_string(index=False) if not df.empty else "no runs")
         return 0

@@ -17,6 +17,8 @@ values written by :func:`format_value`, so the same point always gets the same n
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -63,8 +65,17 @@ def parse_value(text: str) -> Any:
     """Parse a CLI/variant value as YAML scalar (``0.3`` -> float, ``true`` -> bool).
 
     ``1e-05`` (how Python writes small floats, a string to YAML 1.1) reads as a float, so a
-    variant name always reads back as the grid point it was made from.
+    variant name always reads back as the grid point it was made from. Cached: planning parses
+    the same few values thousands of times (a list or mapping comes back as a fresh copy).
     """
+    if not isinstance(text, str):
+        return _parse_value_cached.__wrapped__(text)
+    value = _parse_value_cached(text)
+    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_value_cached(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -13,7 +13,7 @@ SQLite runs in WAL mode with a 30 s busy timeout on every connection, so many
 Snakemake jobs can ingest at once while a report reads. For a team, point the URL
 at PostgreSQL (``postgresql+psycopg://user@host/db``).
 
-Tables (``schema_version`` 1, kept in ``meta``):
+Tables (``schema_version`` 3, kept in ``meta``; older registries are migrated forward):
 
 ``runs``      one row per finished run (status ok or diverged), keyed by ``run_id``;
               the whole record is kept in ``record_json``.
@@ -22,16 +22,22 @@ Tables (``schema_version`` 1, kept in ``meta``):
 ``failures``  one row per distinct failure record, keyed by ``failure_id`` (the first
               16 hex digits of the sha256 of the record's canonical JSON), since a
               failing run is retried under the same run_id and may fail again.
+``conflicts`` what ``merge`` found under a run_id with other metrics (schema 2).
+``ingested_files`` (path, size, mtime_ns) of every record file indexed (schema 3).
 
-Ingest is idempotent and safe under concurrent writers: each record is inserted in its
-own transaction with ``INSERT ... ON CONFLICT DO NOTHING`` (the dialect's own insert),
-so a record already present is left as it was (the first ingested copy of a run_id
-wins; run records are immutable, so copies are equal).
+Ingest is idempotent and safe under concurrent writers: records are inserted
+:data:`INGEST_BATCH` files per transaction, one ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING`` per table and batch (the dialect's own insert), so a record already present is
+left as it was (the first ingested copy of a run_id wins; run records are immutable, so
+copies are equal). A file whose (absolute path, size, mtime) is in ``ingested_files`` is
+counted as present without being read: re-ingesting a results folder costs a directory
+walk. A file that changes (a rerun replaces it) is read again.
 
 "Current" runs: a run key is (task, scale, benchmark, variant, seed). Reruns at a new
 commit get a new run_id (the code hash is part of it); all of them stay in ``runs``,
 and queries with ``current_only=True`` show, per key, the one with the latest
-``finished_at`` (ties: latest ``ingested_at``, then ``run_id``).
+``finished_at`` (ties: latest ``ingested_at``, then ``run_id``), chosen in SQL (a window
+function over the key, on ``finished_ts``, the time as seconds since the epoch).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from harness.record import read_record
 
 #: Version of the registry's table layout (stored in ``meta``); older registries are migrated
 #: forward on first use (:data:`MIGRATIONS`).
-REGISTRY_SCHEMA_VERSION = 2
+REGISTRY_SCHEMA_VERSION = 3
 ENV_URL = "HARNESS_REGISTRY_URL"
 RUN_KEY = ["task", "scale", "benchmark", "variant", "seed"]
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -96,6 +102,10 @@ runs_table = sa.Table(
     sa.Column("record_path", sa.Text),
     sa.Column("record_json", sa.Text, nullable=False),
     sa.Column("ingested_at", sa.String(64), nullable=False),
+    # Schema 3: finished_at as seconds since the epoch (NULL when missing), so the latest run per
+    # key is chosen in SQL whatever the timestamps' offsets.
+    sa.Column("finished_ts", sa.Float),
+    sa.Index("ix_runs_key", "task", "scale", "benchmark", "variant", "seed"),
 )
 
 metrics_table = sa.Table(
@@ -141,16 +151,44 @@ conflicts_table = sa.Table(
 )
 
 
+# Schema 3: the record files already indexed, so a re-ingest skips an unchanged file by a stat
+# (path, size, mtime) instead of reading and parsing it again.
+files_table = sa.Table(
+    "ingested_files", metadata,
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+)
+
+
 def _migrate_1_to_2(conn) -> None:
     """Schema 2 adds the ``conflicts`` table (merge conflicts)."""
     conflicts_table.create(conn, checkfirst=True)
 
 
+def _migrate_2_to_3(conn) -> None:
+    """Schema 3 adds ``runs.finished_ts`` (filled from ``finished_at``), the run-key index and the
+    ``ingested_files`` table (empty: the next ingest reads every file once more, then skips them)."""
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN finished_ts FLOAT"))
+    rows = conn.execute(sa.select(runs_table.c.run_id, runs_table.c.finished_at)).all()
+    params = [{"rid": r.run_id, "ts": _ts_or_none(r.finished_at)} for r in rows]
+    if params:
+        conn.execute(runs_table.update().where(runs_table.c.run_id == sa.bindparam("rid"))
+                     .values(finished_ts=sa.bindparam("ts")), params)
+    for ix in runs_table.indexes:
+        ix.create(conn, checkfirst=True)
+    files_table.create(conn, checkfirst=True)
+
+
 #: ``{v: f}``: ``f(conn)`` takes a registry of schema ``v`` to ``v + 1`` inside one transaction.
-MIGRATIONS = {1: _migrate_1_to_2}
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+#: Record files read, parsed and written per transaction by :meth:`Registry.ingest_dir`.
+INGEST_BATCH = 500
 
 # Column order and dtypes of the frames (also for empty results).
-_RUN_SCALARS = [c.name for c in runs_table.columns if c.name not in ("config_json", "info_json", "record_json")]
+_RUN_SCALARS = [c.name for c in runs_table.columns
+                if c.name not in ("config_json", "info_json", "record_json", "finished_ts")]
 _FLOAT_COLS = {"wall_s", "cpu_s", "peak_rss_mb", "peak_gpu_mb", "value"}
 RUNS_COLUMNS = _RUN_SCALARS + ["config", "info"]
 METRICS_COLUMNS = ["run_id", "task", "method", "variant", "benchmark", "seed", "scale", "status",
@@ -232,6 +270,27 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]):
     return pd.DataFrame(data, columns=columns)
 
 
+def _frame_cols(cols: list[list[Any]], names: list[str], extra: Mapping[str, list[Any]] | None = None):
+    """:func:`_frame` from column lists (no dict per row): ``cols[i]`` holds ``names[i]``."""
+    import pandas as pd
+
+    data = {}
+    for c, values in [*zip(names, cols), *(extra or {}).items()]:
+        dt = _dtype(c)
+        if dt == "float64":
+            data[c] = pd.Series(values, dtype="float64")  # None -> NaN
+        elif dt == "int64":
+            data[c] = pd.Series(values, dtype="int64")
+        elif dt == "bool":
+            data[c] = pd.Series([bool(v) for v in values], dtype="bool")
+        elif dt == "boolean":
+            data[c] = pd.Series(values, dtype="boolean")
+        else:
+            s = pd.Series(values, dtype=object)
+            data[c] = s
+    return pd.DataFrame(data, columns=[*names, *(extra or {})])
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
@@ -269,6 +328,11 @@ def _time_key(s: Any) -> float:
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.timezone.utc)
     return t.timestamp()
+
+
+def _ts_or_none(s: Any) -> float | None:
+    t = _time_key(s)
+    return None if t == -math.inf else t
 
 
 _REQUIRED = ("run_id", "task", "variant", "benchmark", "seed", "scale", "status")
@@ -405,20 +469,51 @@ class Registry:
             raise ConfigError(f"{where}: malformed run record ({type(e).__name__}: {e}). "
                               "Delete it and rerun that run.") from None
         self._ensure()
-        if rec["status"] == "failed":
-            with self.engine.begin() as conn:
-                stmt = self._insert(failures_table).values(**rows[0]).on_conflict_do_nothing()
-                return conn.execute(stmt.returning(failures_table.c.failure_id)).first() is not None
-        row, metric_rows = rows
-        with self.engine.begin() as conn:
-            # RETURNING yields the row only when it was inserted (rowcount is -1 under
-            # psycopg 3, so it cannot tell new from existing portably).
-            stmt = self._insert(runs_table).values(**row).on_conflict_do_nothing()
-            if conn.execute(stmt.returning(runs_table.c.run_id)).first() is None:
-                return False
-            if metric_rows:
-                conn.execute(self._insert(metrics_table).on_conflict_do_nothing(), metric_rows)
-            return True
+        return self._write_batch([(rec, rows)], [])[0]
+
+    def _write_batch(self, items: list[tuple[Mapping[str, Any], tuple]], files: list[dict[str, Any]]) -> list[bool]:
+        """Insert the rows of many records in one transaction (one executemany per table, with
+        ``ON CONFLICT DO NOTHING``) and mark ``files`` ({path, size, mtime_ns}) as indexed.
+        Returns, per item, whether it was new (the first copy of a run_id or failure_id)."""
+        run_rows = [rows[0] for rec, rows in items if rec["status"] != "failed"]
+        fail_rows = [rows[0] for rec, rows in items if rec["status"] == "failed"]
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    # RETURNING yields a row only when it was inserted (rowcount is -1 under
+                    # psycopg 3, so it cannot tell new from existing portably).
+                    new_runs: set[str] = set()
+                    new_fails: set[str] = set()
+                    if run_rows:
+                        got = conn.execute(self._insert(runs_table).on_conflict_do_nothing()
+                                           .returning(runs_table.c.run_id), run_rows)
+                        new_runs = set(got.scalars())
+                    if fail_rows:
+                        got = conn.execute(self._insert(failures_table).on_conflict_do_nothing()
+                                           .returning(failures_table.c.failure_id), fail_rows)
+                        new_fails = set(got.scalars())
+                    flags, metric_rows = [], []
+                    for rec, (row, mrows) in items:
+                        pending = new_fails if rec["status"] == "failed" else new_runs
+                        key = row["failure_id"] if rec["status"] == "failed" else row["run_id"]
+                        new = key in pending
+                        pending.discard(key)  # a second copy in the same batch is not new
+                        flags.append(new)
+                        if new:
+                            metric_rows.extend(mrows)
+                    if metric_rows:
+                        conn.execute(self._insert(metrics_table).on_conflict_do_nothing(), metric_rows)
+                    if files:
+                        ins = self._insert(files_table)
+                        conn.execute(ins.on_conflict_do_update(
+                            index_elements=[files_table.c.path],
+                            set_={"size": ins.excluded.size, "mtime_ns": ins.excluded.mtime_ns}), files)
+                    return flags
+            except sa.exc.OperationalError as e:  # a deadlock between two PostgreSQL writers: retry
+                if attempt == 4 or "deadlock" not in str(e).lower():
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _rows(rec: Mapping[str, Any], path: str | Path | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -446,6 +541,7 @@ class Registry:
             "method": rec.get("method"), "variant": rec["variant"], "benchmark": rec["benchmark"],
             "seed": int(rec["seed"]), "scale": rec["scale"], "status": rec["status"],
             "started_at": timings.get("started_at"), "finished_at": timings.get("finished_at"),
+            "finished_ts": _ts_or_none(timings.get("finished_at")),
             "wall_s": _float(timings.get("wall_s")), "cpu_s": _float(timings.get("cpu_s")),
             "peak_rss_mb": _float(memory.get("peak_rss_mb")), "peak_gpu_mb": _float(memory.get("peak_gpu_mb")),
             "device": rec.get("device"), **prov,
@@ -473,28 +569,81 @@ class Registry:
                                 "higher_is_better": bool(m.get("higher_is_better", True))})
         return row, metric_rows
 
-    def _ingest_files(self, paths: Iterable[str | Path]) -> IngestSummary:
+    def _seen_files(self, paths: list[str] | None) -> dict[str, tuple[int, int]]:
+        """``{path: (size, mtime_ns)}`` of the indexed files (all, or those of ``paths``)."""
+        out: dict[str, tuple[int, int]] = {}
+        with self.engine.connect() as conn:
+            if paths is None:
+                q = sa.select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns)
+                out.update((r[0], (r[1], r[2])) for r in conn.execute(q))
+            else:
+                for i in range(0, len(paths), 500):
+                    q = sa.select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns).where(
+                        files_table.c.path.in_(paths[i:i + 500]))
+                    out.update((r[0], (r[1], r[2])) for r in conn.execute(q))
+        return out
+
+    def _ingest_files(self, paths: Iterable[str | Path], stats: list[tuple[int, int]] | None = None,
+                      all_seen: bool = False) -> IngestSummary:
+        """Index record files, :data:`INGEST_BATCH` per transaction. A file indexed before with the
+        same (path, size, mtime) is counted as present without being read; ``stats`` are the
+        files' (size, mtime_ns) when the caller has them already."""
+        self._ensure()
+        paths = [Path(p) for p in paths]
+        keys = [os.path.abspath(p) for p in paths]
+        if stats is None:
+            stats = []
+            for p in paths:
+                try:
+                    st = p.stat()
+                    stats.append((st.st_size, st.st_mtime_ns))
+                except OSError:
+                    stats.append((-1, -1))
+        seen = self._seen_files(None if all_seen else keys)
         n_new = n_existing = 0
         errors: list[str] = []
-        for p in paths:
+        items: list[tuple[Mapping[str, Any], tuple]] = []
+        files: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            nonlocal n_new, n_existing
+            if items or files:
+                flags = self._write_batch(items, files)
+                n_new += sum(flags)
+                n_existing += len(flags) - sum(flags)
+            items.clear()
+            files.clear()
+
+        for p, key, st in zip(paths, keys, stats):
+            if st[0] >= 0 and seen.get(key) == st:
+                n_existing += 1
+                continue
             try:
-                rec = read_record(Path(p))
+                rec = read_record(p)
             except FileNotFoundError:
                 continue  # replaced or removed while we scanned: nothing to index
             except ConfigError as e:
                 errors.append(str(e))
-                self._index_unreadable(Path(p), str(e))
+                self._index_unreadable(p, str(e))
                 continue
+            where = str(p)
             try:
-                new = self.ingest_record(rec, p)
+                _check_record(rec, where)
+                try:
+                    rows = self._rows(rec, p)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise ConfigError(f"{where}: malformed run record ({type(e).__name__}: {e}). "
+                                      "Delete it and rerun that run.") from None
             except ConfigError as e:
                 errors.append(str(e))
-                self._index_unreadable(Path(p), str(e))
+                self._index_unreadable(p, str(e))
                 continue
-            if new:
-                n_new += 1
-            else:
-                n_existing += 1
+            items.append((rec, rows))
+            if st[0] >= 0:
+                files.append({"path": key, "size": st[0], "mtime_ns": st[1]})
+            if len(items) >= INGEST_BATCH:
+                flush()
+        flush()
         return IngestSummary(n_new, n_existing, errors)
 
     def _index_unreadable(self, path: Path, message: str) -> None:
@@ -574,7 +723,8 @@ class Registry:
         decides how loudly to report it.
         """
         root = Path(results_dir) if results_dir is not None else self.results_dir
-        return self._ingest_files(_record_files(root))
+        found = _record_files_stat(root)
+        return self._ingest_files([f[0] for f in found], [(f[1], f[2]) for f in found], all_seen=True)
 
     # -- merge ----------------------------------------------------------------------------
     def _stored_metrics(self, conn, run_id: str) -> dict[str, Any] | None:
@@ -685,29 +835,64 @@ class Registry:
                 best[k] = (rank, r)
         return sorted((v[1] for v in best.values()), key=lambda r: r["run_id"])
 
-    def _runs_rows(self, task, scale, status, current_only, extra=None) -> list[dict[str, Any]]:
-        rows = self._select_runs(task, scale, extra)
+    def _runs_query(self, task, scale, status, current_only, with_json: bool = True, limit: int | None = None):
+        """The SELECT of :meth:`runs`: the latest run per key chosen in SQL (a window over the run
+        key ordered by finished_ts, ingested_at, run_id, as :meth:`_latest_per_key` does) before
+        the status filter (a newer diverged rerun hides an older ok one); sorted by key."""
+        cols = [runs_table.c[c] for c in _RUN_SCALARS]
+        if with_json:
+            cols += [runs_table.c.config_json, runs_table.c.info_json]
+        conds = []
+        if task is not None:
+            conds.append(runs_table.c.task == task)
+        if scale is not None:
+            conds.append(runs_table.c.scale == scale)
         if current_only:
-            rows = self._latest_per_key(rows)  # before the status filter: a newer diverged
-        if status is not None:                 # rerun hides an older ok one
-            wanted = {status} if isinstance(status, str) else set(status)
-            rows = [r for r in rows if r["status"] in wanted]
-        return rows
+            rank = sa.func.row_number().over(
+                partition_by=[runs_table.c[c] for c in RUN_KEY],
+                order_by=[runs_table.c.finished_ts.desc().nulls_last(), runs_table.c.ingested_at.desc(),
+                          runs_table.c.run_id.desc()]).label("rank_in_key")
+            inner = sa.select(*cols, rank).where(*conds).subquery()
+            src = inner.c
+            q = sa.select(*[src[c.name] for c in cols]).where(src.rank_in_key == 1)
+        else:
+            src = runs_table.c
+            q = sa.select(*cols).where(*conds)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            q = q.where(src.status.in_(wanted))
+        q = q.order_by(*[src[c] for c in RUN_KEY], src.finished_at, src.run_id)
+        if limit is not None:
+            q = q.limit(limit)
+        return q
+
+    def _runs_rows(self, task, scale, status, current_only, with_json: bool = False,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        self._ensure()
+        with self.engine.connect() as conn:
+            res = conn.execute(self._runs_query(task, scale, status, current_only, with_json, limit))
+            keys = list(res.keys())
+            return [dict(zip(keys, r)) for r in res]
 
     def runs(self, task: str | None = None, scale: str | None = None, status: str | Iterable[str] | None = None,
-             current_only: bool = True):
+             current_only: bool = True, limit: int | None = None):
         """One row per run: the scalar columns of ``runs`` plus ``config`` and ``info`` (dicts).
 
         ``current_only`` keeps, per (task, scale, benchmark, variant, seed), the run that
         finished last; older ones (other commits) stay queryable with ``current_only=False``.
-        ``status`` filters after that choice. Sorted by task, scale, benchmark, variant, seed.
+        ``status`` filters after that choice. Sorted by task, scale, benchmark, variant, seed;
+        ``limit`` keeps the first rows of that order (chosen in SQL).
         """
-        rows = self._runs_rows(task, scale, status, current_only)
-        for r in rows:
-            r["config"] = json.loads(r.pop("config_json") or "{}")
-            r["info"] = json.loads(r.pop("info_json") or "{}")
-        df = _frame(rows, RUNS_COLUMNS)
-        return df.sort_values(RUN_KEY + ["finished_at"], kind="stable", ignore_index=True) if len(df) else df
+        self._ensure()
+        with self.engine.connect() as conn:
+            res = conn.execute(self._runs_query(task, scale, status, current_only, True, limit))
+            rows = res.all()
+        n = len(_RUN_SCALARS)
+        # config and info of every row in two json.loads calls, not two per row
+        configs = json.loads("[" + ",".join(r[n] or "{}" for r in rows) + "]")
+        infos = json.loads("[" + ",".join(r[n + 1] or "{}" for r in rows) + "]")
+        return _frame_cols([list(c) for c in zip(*(r[:n] for r in rows))] if rows else [[] for _ in range(n)],
+                           _RUN_SCALARS, {"config": configs, "info": infos})
 
     def _metrics_for(self, rows: list[dict[str, Any]]):
         by_id = {r["run_id"]: r for r in rows}
@@ -726,6 +911,24 @@ class Registry:
             df = df.sort_values(["task", "scale", "benchmark", "variant", "seed", "name"],
                                 kind="stable", ignore_index=True)
         return df
+
+    def metric_table(self, run_ids: Iterable[str]):
+        """Wide frame of the given runs' metrics: index ``run_id``, one column per metric name
+        (NaN when non-finite or absent)."""
+        import pandas as pd
+
+        self._ensure()
+        ids = list(dict.fromkeys(str(r) for r in run_ids))
+        out: list[tuple] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(metrics_table.c.run_id, metrics_table.c.name, metrics_table.c.value).where(
+                    metrics_table.c.run_id.in_(ids[i:i + 500]))
+                out.extend(tuple(r) for r in conn.execute(q))
+        long = pd.DataFrame(out, columns=["run_id", "name", "value"]).astype({"value": "float64"})
+        if long.empty:
+            return pd.DataFrame(index=pd.Index([], name="run_id"))
+        return long.pivot_table(index="run_id", columns="name", values="value", aggfunc="first", dropna=False)
 
     def metrics(self, task: str | None = None, scale: str | None = None, current_only: bool = True):
         """Long frame, one row per (run, metric).
@@ -929,6 +1132,35 @@ def _record_files(root: Path) -> list[Path]:
         if base.is_dir():
             files.extend(sorted(p for p in base.rglob("*.json") if p.is_file() and not p.name.startswith(".")))
     return files
+
+
+def _record_files_stat(root: Path) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of the files :func:`_record_files` lists, in the same order, from
+    one directory walk (no second stat per file)."""
+    out: list[tuple[str, int, int]] = []
+    for sub in ("runs", "history", "failures"):
+        base = os.path.join(str(root), sub)
+        found: list[tuple[str, int, int]] = []
+        stack = [base]
+        while stack:
+            d = stack.pop()
+            try:
+                it = os.scandir(d)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with it:
+                for e in it:
+                    if e.is_dir():
+                        stack.append(e.path)
+                    elif e.name.endswith(".json") and not e.name.startswith(".") and e.is_file():
+                        try:
+                            st = e.stat()
+                        except FileNotFoundError:
+                            continue
+                        found.append((e.path, st.st_size, st.st_mtime_ns))
+        found.sort(key=lambda f: f[0].split(os.sep))  # as sorted(Path) orders them
+        out.extend(found)
+    return out
 
 
 def _run_key_of_path(path: Path) -> dict[str, Any] | None:

@@ -336,3 +336,93 @@ def test_unreadable_record_is_warned_about_and_listed_in_the_report(workdir, cap
                  "--scale", "tiny"]) == 0
     assert main(["report", "--scale", "tiny"]) == 0
     assert "CorruptRecord" not in (workdir / "reports" / "runs.html").read_text()
+
+
+# -- scale: batched ingest that skips unchanged files, latest per key in SQL, ls with a LIMIT (issue 15) --
+
+def test_reingest_skips_unchanged_files_and_picks_up_a_changed_one(tmp_path, monkeypatch):
+    import harness.registry as registry_mod
+
+    monkeypatch.setattr(registry_mod, "INGEST_BATCH", 3)  # several batches, some with two copies of a run
+    recs = _grid(n_seeds=3)                               # 12 runs
+    for r in recs:
+        write_record(tmp_path, r)
+    write_record(tmp_path, recs[0], history=True)         # a second copy of a run_id: present, not new
+    write_record(tmp_path, make_record(variant="better", seed=9, status="failed"))
+    reads = []
+    real_read = registry_mod.read_record
+    monkeypatch.setattr(registry_mod, "read_record", lambda p: reads.append(Path(p)) or real_read(p))
+    reg = Registry(results_dir=tmp_path)
+    assert reg.ingest_dir() == (13, 1, [])
+    assert len(reads) == 14
+    assert (_count(reg, "runs"), _count(reg, "metrics"), _count(reg, "failures")) == (12, 24, 1)
+    reads.clear()
+    assert reg.ingest_dir() == (0, 14, [])                # every file present: none is read again
+    assert reads == []
+    # a rerun at a new commit replaces one record file: only that file is read, and it is current
+    newer = make_record(variant="base", benchmark="b1", seed=0, commit="c" * 40, finished=99, metrics={"acc": 0.99})
+    path = write_record(tmp_path, newer)
+    assert reg.ingest_dir() == (1, 13, [])
+    assert reads == [path]
+    cur = reg.runs(task="toy")
+    assert len(cur) == 12 and newer["run_id"] in set(cur["run_id"]) and recs[0]["run_id"] not in set(cur["run_id"])
+    # the same bytes with a new mtime are read again, and found present
+    reads.clear()
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert reg.ingest_dir() == (0, 14, []) and reads == [path]
+    # what was read is remembered per registry: another registry reads every file
+    fresh = Registry(url=f"sqlite:///{tmp_path / 'other.sqlite'}", results_dir=tmp_path)
+    assert fresh.ingest_dir().n_new == 14
+    # explicit paths are skipped the same way
+    reads.clear()
+    assert reg.ingest_paths([path]) == (0, 1) and reads == []
+
+
+def test_latest_per_key_compares_times_not_strings(tmp_path):
+    reg = Registry(results_dir=tmp_path)
+    older = make_record(commit="a" * 40, metrics={"acc": 0.1})
+    newer = make_record(commit="b" * 40, metrics={"acc": 0.9})
+    older["timings"]["finished_at"] = "2025-01-01T12:00:00+00:00"
+    newer["timings"]["finished_at"] = "2025-01-01T10:00:00-05:00"   # 15:00 UTC: later, though it sorts first
+    missing = make_record(commit="c" * 40, metrics={"acc": 0.5})
+    missing["timings"]["finished_at"] = None                          # never chosen over a known time
+    for r in (older, newer, missing):
+        assert reg.ingest_record(r) is True
+    assert list(reg.runs()["run_id"]) == [newer["run_id"]]
+    assert list(reg.metrics()["value"]) == [0.9]
+    assert len(reg.runs(current_only=False)) == 3
+
+
+def test_ls_prints_the_first_rows_without_loading_all(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+
+    for r in _grid(n_seeds=10):                            # 40 runs
+        write_record(tmp_path, r)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    with Registry(url=url, results_dir=tmp_path) as reg:
+        reg.ingest_dir()
+        expected = reg.runs().head(5)
+    seen = {}
+    real_runs, real_metrics = Registry.runs, Registry.metric_table
+
+    def runs_spy(self, *a, **kw):
+        df = real_runs(self, *a, **kw)
+        seen["runs"] = len(df)
+        return df
+
+    def metrics_spy(self, run_ids):
+        seen["metric_ids"] = len(list(run_ids))
+        return real_metrics(self, run_ids)
+
+    monkeypatch.setattr(Registry, "runs", runs_spy)
+    monkeypatch.setattr(Registry, "metric_table", metrics_spy)
+    monkeypatch.setattr(Registry, "metrics", lambda *a, **kw: pytest.fail("ls must not load every metric"))
+    capsys.readouterr()
+    assert main(["--registry", url, "--results", str(tmp_path), "registry", "ls", "--limit", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert seen == {"runs": 5, "metric_ids": 5}             # read from SQL with a LIMIT, not sliced after
+    assert len(lines) == 6 and "acc" in lines[0] and "loss" in lines[0]
+    assert [ln.split()[0] for ln in lines[1:]] == list(expected["run_id"])
+    assert main(["--registry", url, "--results", str(tmp_path), "registry", "ls", "--task", "nope"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs"

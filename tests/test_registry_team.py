@@ -108,13 +108,15 @@ def test_a_v1_registry_is_migrated_forward_keeping_its_runs(tmp_path):
     con.execute("INSERT INTO metrics VALUES (?,?,?,?,?)", (rec["run_id"], "acc", 0.75, None, 1))
     con.commit()
     con.close()
-    assert REGISTRY_SCHEMA_VERSION == 2
+    assert REGISTRY_SCHEMA_VERSION == 3
     with Registry(url=f"sqlite:///{db}") as reg:
         assert reg.metrics()["value"].tolist() == [0.75]  # migrated on first use, data intact
         assert len(reg.conflicts()) == 0  # the v2 table exists
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
-    assert "conflicts" in {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"conflicts", "ingested_files"} <= tables  # v2, v3
+    assert con.execute("SELECT finished_ts FROM runs").fetchone()[0] is not None  # v3: filled from finished_at
     con.close()
     # A registry from a newer harness is refused with a clear message, not reinterpreted.
     con = sqlite3.connect(db)

@@ -1,0 +1,143 @@
+"""Registry at scale: ingest, re-ingest and queries over 1k / 10k (/ 100k) synthetic run records.
+
+    python benchmarks/registry_scale.py                 # 1k and 10k
+    python benchmarks/registry_scale.py --sizes 1000 10000 100000
+
+Records are real-shaped (tests/factories.make_record: 4 metrics, a 50-point training curve,
+config, provenance, data hashes), spread over 5 tasks x 4 benchmarks x variants x seeds; one in
+ten keys also has an older run at another commit under ``history/`` (so "latest per key" has
+work to do). Per size, medians of ``--repeats`` (3) of:
+
+* ``ingest``: a fresh SQLite registry indexes every record file;
+* ``reingest``: the same again when every record is already present;
+* ``ls_task``: ``harness registry ls --task t0`` in process (output discarded);
+* ``runs_task``: ``Registry.runs("t0")``.
+
+Writes ``benchmarks/results/registry_scale.json`` (``--out``). Goals (issue 15): at 100k,
+ingest <= 15 s, re-ingest <= 2 s, ``ls --task`` <= 100 ms, ``runs(task)`` <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from factories import make_record  # noqa: E402
+
+from harness.record import write_json_atomic  # noqa: E402
+
+TASKS = [f"t{i}" for i in range(5)]
+BENCHES = [f"b{i}" for i in range(4)]
+SEEDS = list(range(5))
+
+
+def build(root: Path, n: int) -> int:
+    """Write ``n`` record files under ``root`` (runs/ and, for one key in ten, history/)."""
+    curve = {"train": [{"step": s, "loss": 1.0 / (s + 1), "acc": s / 50} for s in range(50)]}
+    written = 0
+    i = 0
+    while written < n:
+        task = TASKS[i % len(TASKS)]
+        bench = BENCHES[(i // len(TASKS)) % len(BENCHES)]
+        seed = SEEDS[(i // (len(TASKS) * len(BENCHES))) % len(SEEDS)]
+        variant = f"m[lr={i // (len(TASKS) * len(BENCHES) * len(SEEDS))}]"
+        metrics = {"acc": 0.5 + (i % 97) / 1000, "loss": 1.0 - (i % 89) / 1000, "ece": 0.01 * (i % 7),
+                   "wall_per_step": 0.001 * (i % 13)}
+        rec = make_record(task=task, variant=variant, benchmark=bench, seed=seed, metrics=metrics,
+                          finished=10.0 + i, curves=curve, config={"lr": 0.1, "i": i},
+                          info={"n_params": 1000 + i})
+        scale, rel = rec["scale"], Path(task) / bench / variant.replace("[", "__").replace("]", "") / f"seed{seed}.json"
+        write_json_atomic(root / "runs" / scale / rel, rec)
+        written += 1
+        if i % 10 == 0 and written < n:
+            old = make_record(task=task, variant=variant, benchmark=bench, seed=seed, metrics=metrics,
+                              commit="b" * 40, finished=5.0, curves=curve, config={"lr": 0.1, "i": i})
+            write_json_atomic(root / "history" / scale / task / f"{old['run_id']}.json", old)
+            written += 1
+        i += 1
+    return written
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure(n: int, repeats: int, workdir: Path) -> dict:
+    from harness.cli import main as cli_main
+    from harness.registry import Registry
+
+    data = workdir / f"records-{n}"
+    t_build = timed(lambda: build(data, n))
+    out: dict = {"n_records": n, "build_s": round(t_build, 3)}
+    ingest, reingest, ls_task, runs_task = [], [], [], []
+    for r in range(repeats):
+        db = workdir / f"registry-{n}-{r}.sqlite"
+        url = f"sqlite:///{db}"
+        with Registry(url=url, results_dir=data) as reg:
+            reg._ensure()
+            s = None
+
+            def first():
+                nonlocal s
+                s = reg.ingest_dir()
+            ingest.append(timed(first))
+            assert s.n_new == n and not s.errors, s
+            reingest.append(timed(lambda: reg.ingest_dir()))
+            runs_task.append(timed(lambda: reg.runs("t0")))
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            argv = ["--registry", url, "--results", str(data), "registry", "ls", "--task", "t0"]
+            ls_task.append(timed(lambda: cli_main(argv)))
+        assert buf.getvalue().count("\n") > 1
+        db.unlink(missing_ok=True)
+    for name, xs in (("ingest_s", ingest), ("reingest_s", reingest), ("ls_task_s", ls_task),
+                     ("runs_task_s", runs_task)):
+        out[name] = round(statistics.median(xs), 4)
+        out[name.replace("_s", "_all_s")] = [round(x, 4) for x in xs]
+    shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "registry_scale.json"))
+    ap.add_argument("--label", default="", help="stored with the numbers (e.g. before / after)")
+    args = ap.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="registry-scale-") as tmp:
+        for n in args.sizes:
+            r = measure(n, args.repeats, Path(tmp))
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        load = None
+    doc = {"benchmark": "registry_scale", "label": args.label, "backend": "sqlite",
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": load},
+           "repeats": args.repeats, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
