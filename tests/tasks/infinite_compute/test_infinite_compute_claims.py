@@ -9,9 +9,9 @@ from tasks.infinite_compute.fits import power_law
 SIZES = {"d32": 30_000, "d48": 67_000, "d64": 119_000}
 
 
-def frame(rows):
+def frame(rows, benchmark="b"):
     return pd.DataFrame([{"run_id": f"r{i}", "task": "infinite_compute", "method": v.split("[")[0], "variant": v,
-                          "benchmark": "b", "seed": s, "scale": "small", "status": "ok", "name": n, "value": x,
+                          "benchmark": benchmark, "seed": s, "scale": "small", "status": "ok", "name": n, "value": x,
                           "higher_is_better": False} for i, (v, s, n, x) in enumerate(rows)])
 
 
@@ -112,3 +112,17 @@ def test_claims_with_no_runs_give_no_effects_not_errors():
     for claim in task.config.claim_objects():
         ev = task.claim_function(claim.function)(f.assign(scale="small") if len(f) else f)
         assert ev.per_seed == {}
+
+
+def test_a_second_data_budget_is_kept_apart_and_tests_data_efficiency():
+    seeds = [0, 1, 2]
+    d = recipe_rows("regularized", seeds, lambda n: 2.4) + recipe_rows("standard", seeds, lambda n: 2.6)
+    twice = recipe_rows("standard", seeds, lambda n: 2.5)   # the standard recipe at 2D: better than at D
+    f = pd.concat([frame(d, "dclm-200m"), frame(twice, "dclm-400m")], ignore_index=True)
+    # claims about one budget read the primary budget only (the 2D runs would overwrite its standard rows)
+    rise = task.claim_function("claim_standard_rises_with_size")(f)
+    assert rise.per_seed == pytest.approx({s: 0.0 for s in seeds})   # 2.6 at every size of dclm-200m
+    eff = task.claim_function("claim_regularized_at_d_beats_standard_at_2d")(f)
+    assert eff.per_seed == pytest.approx({s: 0.1 for s in seeds})   # 2.5 (standard at 2D) - 2.4 (recipe at D)
+    assert eff.details == {"budget_d": "dclm-200m", "budget_2d": "dclm-400m"}
+    assert task.claim_function("claim_regularized_at_d_beats_standard_at_2d")(frame(d)).per_seed == {}
