@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.api import Benchmark, Claim, Method, Published
 
@@ -336,6 +336,8 @@ class TaskConfig(_Strict):
     """Per metric, the smallest change between two commits that ``harness compare`` counts as a
     regression or an improvement, in the metric's own units (>= 0). Metrics not listed: 0 (any
     change the seeds show at the 5% level, Holm-adjusted over the comparison, counts)."""
+    _variant_cache: dict = PrivateAttr(default_factory=dict)
+    """``{(scale, only): [Method]}``: each expansion once (planning resolves variants thousands of times)."""
 
     @field_validator("name")
     @classmethod
@@ -431,6 +433,17 @@ class TaskConfig(_Strict):
 
     def variants(self, scale: str, only: str | None = None) -> list[Method]:
         """Every method variant of the scale, grids expanded in declaration order."""
+        return [_copy_method(m) for m in self._variant_templates(scale, only)]
+
+    def _variant_templates(self, scale: str, only: str | None) -> list[Method]:
+        """The expansion of :meth:`variants`, cached; never handed out (callers get copies)."""
+        key = (scale, only)
+        got = self._variant_cache.get(key)
+        if got is None:
+            got = self._variant_cache[key] = self._expand_variants(scale, only)
+        return got
+
+    def _expand_variants(self, scale: str, only: str | None) -> list[Method]:
         s = self.scale(scale)
         out = []
         for m, params in s.methods.items():
@@ -479,9 +492,10 @@ class TaskConfig(_Strict):
         s = self.scale(scale)
         if name not in s.methods:
             raise ConfigError(f"method {name!r} does not run at scale {scale!r}: add it under scales.{scale}.methods")
-        for v in self.variants(scale, only=name):
-            if v.grid_point == args and not overrides:
-                return v
+        if not overrides:
+            for v in self._variant_templates(scale, name):
+                if v.grid_point == args:
+                    return _copy_method(v)
         # Not a declared grid point: base hyperparameters plus the given values.
         params = dict(s.methods[name] or {})
         grid = params.pop("grid", None) or {}
@@ -522,6 +536,12 @@ class TaskConfig(_Strict):
 
     def higher_is_better(self, metric: str) -> bool:
         return self.metrics.get(metric, "higher") == "higher"
+
+
+def _copy_method(m: Method) -> Method:
+    """A Method whose mappings the caller may change without touching the cached one."""
+    return Method(name=m.name, variant=m.variant, hyperparameters=dict(m.hyperparameters),
+                  description=m.description, grid_point=dict(m.grid_point), select=m.select)
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
