@@ -28,7 +28,7 @@ class InfiniteComputeTask(Task):
         """Search step k needs steps 0..k-1 of its chain; a summary needs its whole chain; members
         need the regularized optimum of their study seed; ensembles, samplers and soups need their
         members (seeds s + 1000 k); students need the teacher samples."""
-        from .run import chain_refs, member_seeds, teacher_seeds
+        from .refs import chain_refs, member_seeds, teacher_seeds
 
         refs = list(super().requires(method, benchmark, seed, scale))
         hp, point, name = method.hyperparameters, method.grid_point, method.name

@@ -21,11 +21,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from harness.api import Artifact, Metric, RunRef, RunResult
+from harness.api import Artifact, Metric, RunResult
 
 from . import search
-from .data import EOS, MEMBER_SEED_STRIDE, load_budget, load_test, study_seed
+from .data import load_budget, load_test, study_seed
 from .fits import fit_power_law
+from .refs import _ref, chain_refs, member_seeds, teacher_seeds
 from .model import LlamaLM, ModelConfig
 from .train import (TrainConfig, average_weights, ensemble_losses, eval_loss, load_model, save_model,
                     total_steps, train_lm)
@@ -92,14 +93,6 @@ def json_safe(obj):
     return obj
 
 
-def _ref(task, variant: str, bench, seed: int) -> RunRef:
-    return RunRef(task.name, variant, bench.name, seed)
-
-
-def member_seeds(seed: int, n: int) -> list[int]:
-    return [seed + MEMBER_SEED_STRIDE * k for k in range(n)]
-
-
 # -- the search chain ----------------------------------------------------------------------------
 
 def search_space(method_name: str, config: Mapping[str, Any]) -> tuple[dict, dict, dict]:
@@ -110,19 +103,6 @@ def search_space(method_name: str, config: Mapping[str, Any]) -> tuple[dict, dic
         return grids, dict(config["standard_start"]), {"wd": float(config["standard_wd"])}
     grids = {"epochs": list(g["epochs"]), "lr": list(g["lr"]), "wd": list(g["wd"])}
     return grids, dict(config["regularized_start"]), {}
-
-
-def chain_refs(task, search_method: str, size: str, bench, seed: int, scale: str, before: int | None = None) -> list[RunRef]:
-    """The steps of one (recipe, size, seed) chain, in step order (only those < ``before``)."""
-    steps = sorted(v.grid_point["step"] for v in task.config.variants(scale, only=search_method)
-                   if v.grid_point.get("size") == size)
-    refs = []
-    for k in steps:
-        if before is not None and k >= before:
-            continue
-        variant = task.config.resolve(scale, f"{search_method}[size={size},step={k}]").variant
-        refs.append(_ref(task, variant, bench, seed))
-    return refs
 
 
 def evaluated_points(ctx, refs, loss: str = "val_loss") -> list[tuple[dict, float]]:
@@ -272,10 +252,6 @@ def separator_id(config: Mapping[str, Any]) -> int:
 def sample_dtype(vocab_size: int):
     """Smallest integer type holding every token id (int16 overflows a 128K vocabulary)."""
     return np.int16 if vocab_size <= np.iinfo(np.int16).max else np.int32
-
-
-def teacher_seeds(source: str, seed: int, config) -> list[int]:
-    return member_seeds(seed, int(config["n_members"]) if source == "ensemble" else 1)
 
 
 def run_teacher_samples(task, method, bench, config, ctx) -> RunResult:

@@ -125,3 +125,15 @@ def test_tiny_dag_runs_end_to_end(tiny_env):
     assert soup_ev.per_seed == pytest.approx({0: soup["test_loss"] - soup["ens2_test_loss"]})
     titles = [t for t, svg in task.figures(pd.DataFrame(run_rows), "tiny")]
     assert len(titles) == 4 and all("<svg" in svg for _, svg in task.figures(pd.DataFrame(run_rows), "tiny"))
+
+
+def test_planning_does_not_import_torch():
+    """requires() runs for every run at planning time (snakemake -n): its helpers live in refs.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.dag import plan; runs = plan('small', ['infinite_compute']); "
+            "print(len(runs), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, imported = out.stdout.split()
+    assert int(n) > 100 and imported == "False"
