@@ -115,3 +115,21 @@ class MemoryContext:
 
     def restore(self):
         return None
+
+
+def checkout_copy(dest: Path, repo: Path | None = None) -> Path:
+    """The repository's tracked and untracked-but-not-ignored files, copied into ``dest`` as a new
+    git repo (DVC needs one): what a fresh clone of the working tree would hold."""
+    import shutil
+    import subprocess
+
+    repo = Path(repo or Path(__file__).resolve().parent.parent)
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for f in filter(None, files):
+        src = repo / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,25 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factories import checkout_copy
 from harness.claims import VERDICTS
 
 from harness.plugins import discover
 
 REPO = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
-
-
-def _checkout_copy(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files, as a new git repo (DVC needs one)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
 
 
 def _real_tasks() -> list[str]:
@@ -40,7 +27,7 @@ def _real_tasks() -> list[str]:
 
 @pytest.mark.slow
 def test_tiny_dag_of_every_task_through_dvc(tmp_path):
-    repo = _checkout_copy(tmp_path / "checkout")
+    repo = checkout_copy(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_EXTRA_TASKS", "HARNESS_DATA_DIR")}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     out = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--config", "scale=tiny"], cwd=repo, env=env,

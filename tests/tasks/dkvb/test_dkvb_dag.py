@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from factories import checkout_copy
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-
-
-def _checkout_copy(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
 
 
 @pytest.mark.slow
@@ -34,7 +23,7 @@ def test_tiny_dag_through_snakemake_and_dvc(tmp_path):
     from harness.dag import plan
     from tasks.dkvb import task
 
-    repo = _checkout_copy(tmp_path / "checkout")
+    repo = checkout_copy(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_EXTRA_TASKS", "HARNESS_DATA_DIR")}
     env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     cmd = [str(BIN / "snakemake"), "--cores", "2", "--config", "scale=tiny", "tasks=dkvb"]
