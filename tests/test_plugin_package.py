@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_e2e_tasks import _checkout_copy
+from factories import checkout_copy
 
 REPO = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -38,7 +38,7 @@ def test_pip_installed_plugin_runs_through_the_dvc_dag_without_editing_dvc_yaml(
     inst = _pip("install", "-q", "--no-deps", "--no-build-isolation", str(tmp_path / "elsewhere" / NAME))
     assert inst.returncode == 0, inst.stdout + inst.stderr
     try:
-        repo = _checkout_copy(tmp_path / "checkout")
+        repo = checkout_copy(tmp_path / "checkout")
         dvc_yaml = (repo / "dvc.yaml").read_bytes()
         found = subprocess.run([sys.executable, "-c", f"import {NAME}; print({NAME}.__file__)"], cwd=repo, env=env,
                                capture_output=True, text=True, timeout=120).stdout
