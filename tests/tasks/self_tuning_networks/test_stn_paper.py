@@ -8,11 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.plugins import get_task
 from harness.runner import run_one
 
 TASK = "self_tuning_networks"
 #: PTB's vocabulary: 10,000 words with <unk>, <eos> included.
 PTB_VOCAB = 10_000
+
+
+@pytest.fixture(autouse=True)
+def _no_shrunk_variants_left():
+    """Tests here shrink the paper scale in place; the config caches resolved variants, so it is
+    emptied after each test (this fixture is torn down after monkeypatch has restored the scale)."""
+    yield
+    get_task(TASK).config._variant_cache.clear()
 
 
 def write_ptb_files(folder, vocab: int = PTB_VOCAB):
@@ -107,7 +116,11 @@ def shrink_paper_scale(monkeypatch):
     keep their canonical variant names and find the runs they require (overrides would rename them)."""
     from harness.plugins import get_task
 
-    paper = get_task(TASK).config.scale("paper")
+    cfg = get_task(TASK).config
+    # The config caches its resolved variants: none from before the shrunk schedule, and none of
+    # the shrunk ones left for later tests (cleared again at the end).
+    cfg._variant_cache.clear()
+    paper = cfg.scale("paper")
     for bench, spec in paper.benchmarks.items():
         for k, v in SHRINK[bench].items():
             if k in (spec.get("defaults") or {}):
