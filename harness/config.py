@@ -33,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from harness.api import Benchmark, Claim, Method, Published
 
 SCALES = ("tiny", "small", "paper")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: A task, method or hyperparameter name: snake_case, at most 64 characters (a path component
+#: must stay well under the 255-byte limit of a file name).
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 BENCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DATASET_RE = BENCH_RE
 #: Largest seed: run records and the registry store seeds as signed 64-bit integers.
@@ -343,7 +345,7 @@ class TaskConfig(_Strict):
     @classmethod
     def _check_name(cls, v):
         if not NAME_RE.match(v):
-            raise ValueError("name must be snake_case (a-z, 0-9, _), starting with a letter")
+            raise ValueError("name must be snake_case (a-z, 0-9, _), starting with a letter, at most 64 characters")
         return v
 
     @field_validator("tolerances")
@@ -367,7 +369,7 @@ class TaskConfig(_Strict):
     def _cross_checks(self):
         for m, spec in self.methods.items():
             if not NAME_RE.match(m):
-                raise ValueError(f"method name {m!r} must be snake_case")
+                raise ValueError(f"method name {m!r} must be snake_case, at most 64 characters")
             if spec.select and spec.select["from"] not in self.methods:
                 raise ValueError(f"method {m!r} selects from unknown method {spec.select['from']!r}")
         for scale, s in self.scales.items():

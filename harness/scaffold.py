@@ -214,7 +214,8 @@ there: `harness data stages` (the Snakefile calls it) writes its stage into `plu
 
 def _check_name(name: str) -> None:
     if not NAME_RE.match(name):
-        raise ConfigError(f"task name {name!r} must be snake_case (a-z, 0-9, _), starting with a letter")
+        raise ConfigError(f"task name {name!r} must be snake_case (a-z, 0-9, _), starting with a letter, "
+                          "at most 64 characters")
 
 
 def new_task(name: str, dest: Path = Path("tasks"), tests_dest: Path | None = None) -> tuple[Path, str]:
