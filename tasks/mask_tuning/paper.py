@@ -18,6 +18,7 @@ naming the fix (an environment variable or hub access); nothing falls back to so
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -251,8 +252,10 @@ VIT_B16 = M.ClipConfig(image_size=224, patch=16, width=768, layers=12, heads=12,
                        text_heads=8, context=77, vocab=49408, embed=512, activation="quick_gelu")
 
 
+@functools.lru_cache(maxsize=8)
 def image_forward_flops(cfg: M.ClipConfig, batch: int = 1) -> float:
-    """FLOPs of one image-tower forward (counted on the meta device)."""
+    """FLOPs of one image-tower forward (counted on the meta device, once per config: a paper plan
+    costs ~1,500 runs)."""
     from harness.estimate import counted_flops
 
     w = {k: torch.empty(s, device="meta") for k, s in M.weight_shapes(cfg).items()}
