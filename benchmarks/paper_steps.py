@@ -7,6 +7,11 @@ data of the paper's shapes (nothing is downloaded):
   entropy_attention     GPT-2 12 x 768, T 128 BPE, vocabulary 50,304, batch 512 in micro-batches of 128
   self_tuning_networks  the STN PTB LSTM (2 x 650, vocabulary 10k, batch 40, BPTT 70)
   noisy_labels          CIFAR ResNet-18 with nested dropout, batch 320, crop + flip
+  dkvb                  the bottleneck C 256 x N 4,096 x d_k 14 on 2,048-d ResNet-50 embeddings: the key
+                        initialisation's EMA step (batch 256, the counted FLOPs) and the stream's
+                        training step on cached indices (batch 256, launch-bound), against the estimate
+  cmim                  the MolMIM-size Perceiver (512, 8 heads, 6 + 6 layers, latent 512) in cMIM's
+                        training loop at batch 256 on ~90-token SMILES batches (fp32)
 
 Each reports seconds per step, the FLOPs per step the task's estimator counts, the FLOPs
 ``torch.utils.flop_counter`` counts for the same step (their ratio checks the count), achieved
@@ -36,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TASKS = ("infinite_compute", "entropy_attention", "self_tuning_networks", "noisy_labels")
+TASKS = ("infinite_compute", "entropy_attention", "self_tuning_networks", "noisy_labels", "dkvb", "cmim")
 
 
 def _sync(device):
@@ -76,7 +81,7 @@ def _counted(step) -> float:
     return counted_flops(step)
 
 
-# -- the four tasks ------------------------------------------------------------------------------
+# -- the tasks ------------------------------------------------------------------------------
 
 def infinite_compute(args, device):
     from harness.plugins import get_task
@@ -214,6 +219,105 @@ def noisy_labels(args, device):
             "images_per_s": batch / sec, "estimated_flops_per_step": train * batch,
             "counted_flops_per_step": _counted(step), "estimated_peak_bytes": params * 12 + batch * act,
             "assumed_mfu": MFU}
+
+
+def dkvb(args, device):
+    import torch.nn.functional as F
+
+    from harness.estimate import counted_flops
+    from harness.plugins import get_task
+    from tasks.dkvb.estimate import MFU_COMPUTE, STEP_SECONDS, lookup_flops, run_cost
+    from tasks.dkvb.train import DKVB, SGD
+
+    hp = dict(get_task("dkvb").config.resolve("paper", "dkvb").hyperparameters)
+    m, classes, rows = 2048, 10, 10_000  # ResNet-50 embeddings, one CIFAR-10 task's images
+    if args.dry_run:
+        hp.update(num_codebooks=4, num_pairs=64)
+        m, rows = 32, 64
+    C, N, d, bs = int(hp["num_codebooks"]), int(hp["num_pairs"]), int(hp["dim_keys"]), int(hp["batch_size"])
+    if args.dry_run or args.cpu_sizes:
+        bs = 16
+    torch.manual_seed(0)
+    model = DKVB(m, classes, hp, 1, device)
+    x = torch.randn(rows, m, device=device)
+    y = torch.randint(0, classes, (rows,), device=device)
+    heads = model.splitter(x[:bs])
+    gen = torch.Generator().manual_seed(0)
+
+    def ema_step():  # key initialisation: one EMA k-means step on a batch of projected heads
+        model.kv.ema_update(heads, gen)
+
+    sec = _timed(ema_step, args.steps, 0 if args.dry_run else 2, device)
+    cpu = DKVB(m, classes, hp, 1, "cpu")  # counted on the reference path (the Triton kernel is opaque to the counter)
+    cpu_heads = cpu.splitter(torch.randn(bs, m))
+    counted = counted_flops(lambda: cpu.kv.ema_update(cpu_heads, gen))
+    model.kv.reset_counts()
+    model.cache = torch.randint(0, N, (rows, C, 1), device=device)
+    params = model.parameters()
+    opt = SGD(params, float(hp["lr"]))
+    perm = torch.randperm(rows, device=device)
+    state = {"s": 0}
+
+    def train_step():  # the stream: train_run's inner loop on cached key indices
+        s = state["s"] % (rows - bs)
+        state["s"] += bs
+        idx = perm[s:s + bs]
+        loss = F.cross_entropy(model.train_logits(x, idx), y[idx], label_smoothing=float(hp["label_smoothing"]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, float(hp["grad_clip"]))
+        opt.step()
+
+    train_sec = _timed(train_step, args.steps, 0 if args.dry_run else 5, device)
+    _, peak, steps, _ = run_cost("dkvb", {**hp, "num_codebooks": 256, "num_pairs": 4096},
+                                     50_000, 10_000, 50_000, 10, 2048)
+    return {"model": f"DKVB C={C} N={N} d_k={d} on {m}-d embeddings; EMA step and stream step at batch {bs}",
+            "seconds_per_step": sec, "estimated_flops_per_step": bs * lookup_flops(C, N, d),
+            "counted_flops_per_step": counted, "assumed_mfu": MFU_COMPUTE, "estimated_peak_bytes": peak,
+            "train_seconds_per_step": train_sec, "assumed_train_seconds_per_step": STEP_SECONDS,
+            "run_minutes_estimated": (steps * STEP_SECONDS) / 60,
+            "run_minutes_at_measured_step": (steps * train_sec) / 60}
+
+
+def cmim(args, device):
+    from tasks.cmim.estimate import (
+        MFU_COMPUTE,
+        SMILES_VOCAB,
+        adamw_training_bytes,
+        molecule_activation_bytes,
+        molecule_step_flops,
+        padded_tokens,
+    )
+    from tasks.cmim.models import PerceiverSmiles, n_parameters
+    from tasks.cmim.train import step_loss, train
+
+    dims = {"latent": 512, "d_model": 512, "heads": 8, "ffn": 2048, "enc_layers": 6, "dec_layers": 6}
+    batch = 256
+    L = round(padded_tokens(batch, 128))
+    if args.dry_run:
+        dims = {"latent": 16, "d_model": 32, "heads": 2, "ffn": 64, "enc_layers": 1, "dec_layers": 1}
+        batch, L = 4, 12
+    elif args.cpu_sizes:
+        batch, L = 4, 40
+    V = SMILES_VOCAB
+    torch.manual_seed(0)
+    model = PerceiverSmiles(V, max_len=128, **dims).to(device)
+    tokens = torch.randint(4, V, (max(args.steps + 1, 2) * batch, L))
+    hp = {"epochs": 1, "batch_size": batch, "lr": 1e-3, "tau": 0.1, "w_rec": 1.0, "warmup_epochs": 0}
+    t0 = time.perf_counter()
+    train(model, "cmim", hp, _Ctx(), (args.steps + 1) * batch, lambda idx, gen: (tokens[idx], None))
+    _sync(device)
+    sec = (time.perf_counter() - t0) / (args.steps + 1)  # the training loop itself, one warm-up step included
+    xb = tokens[:batch].to(device)
+    counted = _counted(lambda: step_loss(model, "cmim", xb, hp, 1.0, torch.Generator().manual_seed(0))[0].backward())
+    d, f, z = dims["d_model"], dims["ffn"], dims["latent"]
+    est = molecule_step_flops("cmim", batch, L, d, f, z, dims["enc_layers"], dims["dec_layers"], V)
+    params = n_parameters(model)
+    peak = adamw_training_bytes(params) + molecule_activation_bytes("cmim", batch, L, d, f, dims["dec_layers"], V)
+    return {"model": f"Perceiver {dims['enc_layers']}+1 / {dims['dec_layers']} x {d} ({params / 1e6:.1f}M), "
+                     f"cMIM, batch {batch} x {L} tokens, fp32", "seconds_per_step": sec,
+            "tokens_per_s": batch * L / sec, "estimated_flops_per_step": est, "counted_flops_per_step": counted,
+            "estimated_peak_bytes": peak, "assumed_mfu": MFU_COMPUTE}
 
 
 # -- driver ----------------------------------------------------------------------------------------

@@ -133,3 +133,19 @@ def checkout_copy(dest: Path, repo: Path | None = None) -> Path:
             shutil.copy2(src, dest / f)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+def no_shrunk_variants_left(task: str):
+    """An autouse fixture for paper-scale tests that may shrink a schedule in place: the task's config
+    caches resolved variants, so it is emptied after each test (the fixture is torn down after
+    monkeypatch has restored the scale). Use: ``_clean = no_shrunk_variants_left("my_task")``."""
+    import pytest
+
+    from harness.plugins import get_task
+
+    @pytest.fixture(autouse=True)
+    def _fixture():
+        yield
+        get_task(task).config._variant_cache.clear()
+
+    return _fixture

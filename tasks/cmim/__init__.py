@@ -27,6 +27,15 @@ class CmimTask(Task):
 
         return run_method(self, method, benchmark, dict(config), ctx)
 
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from harness.estimate import DEFAULT_GPU, GPUS
+
+        from .estimate import estimate_run
+        from .run import OBJECTIVE_OF
+
+        return estimate_run(OBJECTIVE_OF.get(method.name, method.name), config, benchmark.dataset,
+                            benchmark.settings, GPUS[DEFAULT_GPU][0])
+
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 

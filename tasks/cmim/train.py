@@ -51,7 +51,7 @@ def step_loss(model, method: str, x, hp: dict[str, Any], beta: float, gen: torch
     mu, logsig = model.encode(x)
     logsig = clamp_logsig(logsig, float(hp.get("logsig_min", -6.0)))
     if method in PROBABILISTIC:
-        z = mu + torch.exp(logsig) * torch.randn(mu.shape, generator=gen)
+        z = mu + torch.exp(logsig) * torch.randn(mu.shape, generator=gen).to(mu.device)  # CPU stream: any device
     else:
         z = mu
     rec = model.rec_nll(z, x)
@@ -76,6 +76,7 @@ def train(model, method: str, hp: dict[str, Any], ctx, n: int, get_batch) -> dic
         opt.load_state_dict(state["opt"])
         start, history = int(state["epoch"]), list(state["history"])
     diverged = False
+    device = next(model.parameters()).device  # batches are drawn on the CPU and moved to the model
     for epoch in range(start, epochs):
         gen = epoch_generator(ctx.seed, epoch)
         beta = warmup_beta(epoch, warm)
@@ -84,6 +85,8 @@ def train(model, method: str, hp: dict[str, Any], ctx, n: int, get_batch) -> dic
         model.train()
         for idx in idx_list:
             x, views = get_batch(idx, gen)
+            x = x.to(device)
+            views = tuple(v.to(device) for v in views) if views is not None else None
             loss, terms = step_loss(model, method, x, hp, beta, gen, views)
             if not torch.isfinite(loss):
                 diverged = True
@@ -110,13 +113,14 @@ def train(model, method: str, hp: dict[str, Any], ctx, n: int, get_batch) -> dic
 def embed(model, x, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mu, sigma, decoder features at mu) for every row of ``x`` (tokens or pixels)."""
     model.eval()
+    device = next(model.parameters()).device
     mus, sigs, feats = [], [], []
     for i in range(0, x.shape[0], chunk):
-        xb = x[i: i + chunk]
+        xb = x[i: i + chunk].to(device)
         mu, logsig = model.encode(xb)
-        mus.append(mu)
-        sigs.append(torch.exp(clamp_logsig(logsig)))
-        feats.append(model.decoder_features(mu, xb))
+        mus.append(mu.cpu())
+        sigs.append(torch.exp(clamp_logsig(logsig)).cpu())
+        feats.append(model.decoder_features(mu, xb).cpu())
     return torch.cat(mus).numpy(), torch.cat(sigs).numpy(), torch.cat(feats).numpy()
 
 
@@ -136,7 +140,7 @@ def evaluate_images(model, method: str, x_train, y_train, x_test, y_test, hp) ->
                            logreg_max_iter=int(hp.get("logreg_max_iter", 300)))
     out.update({f"{k}_x": v for k, v in x_probe.items()})
     with torch.no_grad():
-        m = model.mean(torch.from_numpy(mu_te))
+        m = model.mean(torch.from_numpy(mu_te).to(next(model.parameters()).device)).cpu()
     out["recon_error"] = float(((m - x_test) ** 2).mean())
     out.update(latent_metrics(method, mu_te, sig_te))
     return out
@@ -151,10 +155,11 @@ def evaluate_molecules(model, method: str, tokens, mols, sources) -> dict[str, f
     out.update({f"{k}_x": v for k, v in x_probe.items()})
     with torch.no_grad():
         model.eval()
+        device = next(model.parameters()).device
         correct = total = 0
         for i in range(0, tokens.shape[0], 512):
             tb = tokens[i: i + 512]
-            pred = model.logits(torch.from_numpy(mu[i: i + 512]), tb).argmax(-1)
+            pred = model.logits(torch.from_numpy(mu[i: i + 512]).to(device), tb.to(device)).argmax(-1).cpu()
             valid = tb != PAD
             correct += int(((pred == tb) & valid).sum())
             total += int(valid.sum())

@@ -34,6 +34,13 @@ class DKVBTask(Task):
 
         return run_method(method, benchmark, dict(config), ctx)
 
+    def estimate(self, method: Method, benchmark: Benchmark, config: Mapping[str, Any], scale: str):
+        from harness.estimate import DEFAULT_GPU, GPUS
+
+        from .estimate import estimate_run
+
+        return estimate_run(MODEL_OF[method.name], config, benchmark.dataset, GPUS[DEFAULT_GPU][0])
+
     def figures(self, runs, scale: str) -> list[tuple[str, str]]:
         from .analysis import figures
 
