@@ -76,10 +76,19 @@ def parse_value(text: str) -> Any:
     return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml when PyYAML has it: the same documents, ~10x faster (every
+    run process parses its task.yaml, so this is part of the per-run overhead)."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (C or pure Python)
+
+
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.lru_cache(maxsize=65536)
 def _parse_value_cached(text: str) -> Any:
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     if isinstance(value, str) and _EXP_FLOAT_RE.match(value.strip()):
@@ -560,7 +569,7 @@ def load_task_config(path: str | Path) -> TaskConfig:
     if not path.exists():
         raise ConfigError(f"{path} not found: every task folder needs a task.yaml (see `harness new-task`)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):

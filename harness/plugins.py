@@ -60,18 +60,29 @@ def _load_one(name: str, target: str) -> Task:
     return obj
 
 
+@lru_cache(maxsize=None)
+def _load_named(name: str, target: str) -> Task:
+    return _load_one(name, target)
+
+
 @lru_cache(maxsize=1)
 def _discover_cached(key: str) -> tuple[dict[str, Task], tuple[BrokenPlugin, ...]]:
     tasks: dict[str, Task] = {}
     broken: list[BrokenPlugin] = []
     for name, target in sorted(_entry_specs().items()):
         try:
-            tasks[name] = _load_one(name, target)
+            tasks[name] = _load_named(name, target)
         except Exception as e:  # noqa: BLE001 - every failure is reported, none hides others
             reason = str(e).strip().splitlines()
             first = f"{type(e).__name__}: " + (" ".join(reason) if reason else "")
             broken.append(BrokenPlugin(name, target, first))
     return tasks, tuple(broken)
+
+
+def clear_cache() -> None:
+    """Forget every loaded task (a test that changes a plugin's code re-imports it afterwards)."""
+    _discover_cached.cache_clear()
+    _load_named.cache_clear()
 
 
 def discover() -> tuple[dict[str, Task], tuple[BrokenPlugin, ...]]:
@@ -80,6 +91,16 @@ def discover() -> tuple[dict[str, Task], tuple[BrokenPlugin, ...]]:
 
 
 def get_task(name: str) -> Task:
+    """The task ``name``. Only its own plugin is imported when discovery has not run yet: a run
+    process needs one task, and importing every task (their models, their task.yaml) cost each
+    run ~1 s of CPU. Any failure falls through to full discovery, which names the problem."""
+    if not _discover_cached.cache_info().currsize:
+        target = _entry_specs().get(name)
+        if target is not None:
+            try:
+                return _load_named(name, target)
+            except Exception:  # noqa: BLE001, S110 - discovery below reports it with its reason
+                pass
     tasks, broken = discover()
     if name in tasks:
         return tasks[name]

@@ -95,8 +95,10 @@ def _hashable_source(p: Path) -> bytes:
         return p.read_bytes()
     import yaml
 
+    from harness.config import load_yaml
+
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = load_yaml(p.read_text())
     except yaml.YAMLError:
         return p.read_bytes()  # unparsable: hash the bytes; loading the task reports the error
     if not isinstance(raw, dict):

@@ -28,7 +28,7 @@ def _load_plugin_at_head(monkeypatch):
     from harness import plugins
 
     sys.modules.pop("toycmp", None)
-    plugins._discover_cached.cache_clear()
+    plugins.clear_cache()
 
 
 @pytest.fixture
