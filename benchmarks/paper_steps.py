@@ -12,6 +12,9 @@ data of the paper's shapes (nothing is downloaded):
                         training step on cached indices (batch 256, launch-bound), against the estimate
   cmim                  the MolMIM-size Perceiver (512, 8 heads, 6 + 6 layers, latent 512) in cMIM's
                         training loop at batch 256 on ~90-token SMILES batches (fp32)
+  mask_tuning           R-AMT's step on CLIP ViT-B/16's image tower (224 px, batch 32, fp32): the masked
+                        forward, the distillation and the CE gradients of the mask scores (two backward
+                        passes), gradient-dropout gating and the Adam step
 
 Each reports seconds per step, the FLOPs per step the task's estimator counts, the FLOPs
 ``torch.utils.flop_counter`` counts for the same step (their ratio checks the count), achieved
@@ -41,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TASKS = ("infinite_compute", "entropy_attention", "self_tuning_networks", "noisy_labels", "dkvb", "cmim")
+TASKS = ("infinite_compute", "entropy_attention", "self_tuning_networks", "noisy_labels", "dkvb", "cmim", "mask_tuning")
 
 
 def _sync(device):
@@ -333,6 +336,53 @@ def peak_flops(device: str, given: float | None) -> tuple[float | None, str]:
             if key in name.upper():
                 return flops, f"{key} bf16 dense peak"
     return None, "unknown (pass --peak-flops)"
+
+
+def mask_tuning(args, device):
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from harness.plugins import get_task
+    from tasks.mask_tuning import model as M
+    from tasks.mask_tuning.paper import MFU, VIT_B16, train_step_flops
+    from tasks.mask_tuning.train import AdamW, gdr_gate, kl_loss, mask_l2
+
+    task = get_task("mask_tuning")
+    cfg, batch, classes = VIT_B16, 32, 1000
+    if args.dry_run:
+        cfg, batch, classes = dataclasses.replace(VIT_B16, image_size=32, width=64, layers=2, heads=2, embed=32), 4, 10
+    elif args.cpu_sizes:
+        batch = 2
+    torch.manual_seed(0)
+    w = {k: 0.02 * torch.randn(s, device=device) for k, s in M.weight_shapes(cfg).items() if k.startswith("visual.")}
+    scores = M.init_scores(w, M.masked_names(cfg, "attn"))
+    params = list(scores.values())
+    opt = AdamW(params, 8e-5)
+    text = F.normalize(torch.randn(classes, cfg.embed, device=device), dim=-1)
+    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
+    with torch.no_grad():
+        teacher = 100 * F.normalize(M.encode_image(w, x, cfg), dim=-1) @ text.T  # once per image in a run
+
+    def step():
+        logits = 100 * F.normalize(M.encode_image(M.apply_masks(w, scores), x, cfg), dim=-1) @ text.T
+        g_b = torch.autograd.grad(kl_loss(logits, teacher), params, retain_graph=True)
+        g_a = torch.autograd.grad(F.cross_entropy(logits, y) + 1e-4 * mask_l2(scores), params)
+        for p, a, b in zip(params, g_a, g_b):
+            p.grad = gdr_gate(a, b, 1.0, torch.rand_like(a))
+        opt.step()
+
+    sec = _timed(step, args.steps, 0 if args.dry_run else 2, device)
+    c = task.config
+    bench = c.benchmark("paper", "imagenet-16shot")
+    method = c.for_benchmark("paper", c.resolve("paper", "ramt"), bench)
+    est = task.estimate(method, bench, dict(method.hyperparameters), "paper")
+    return {"model": f"ViT image tower width {cfg.width} x {cfg.layers} layers, {cfg.image_size} px, batch {batch}; "
+                     "R-AMT step (masked forward, two backward passes, GDR, Adam on the scores)",
+            "seconds_per_step": sec, "estimated_flops_per_step": batch * train_step_flops(cfg, "gdr"),
+            "counted_flops_per_step": _counted(step), "assumed_mfu": MFU,
+            "estimated_peak_bytes": est.peak_memory_bytes}
 
 
 def main(argv=None) -> int:

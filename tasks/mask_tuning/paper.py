@@ -266,10 +266,42 @@ def image_forward_flops(cfg: M.ClipConfig, batch: int = 1) -> float:
     return counted_flops(M.encode_image, w, x, cfg) / batch
 
 
+@functools.lru_cache(maxsize=16)
+def train_step_flops(cfg: M.ClipConfig, kind: str) -> float:
+    """FLOPs of one training step per image, counted on the meta device from the real step: ``mask``
+    (masked forward, CE gradient of the scores), ``gdr`` (the same plus the distillation gradient: two
+    backward passes) or ``full`` (forward, gradient of every image-tower tensor). A backward pass
+    computes the gradients of the trained tensors only, so it costs less than two forwards."""
+    import torch.nn.functional as F
+
+    from harness.estimate import counted_flops
+
+    from .train import kl_loss
+
+    w = {k: torch.zeros(s, device="meta") for k, s in M.weight_shapes(cfg).items() if k.startswith("visual.")}
+    x = torch.zeros(1, 3, cfg.image_size, cfg.image_size, device="meta")
+    text = torch.zeros(10, cfg.embed, device="meta")
+    y = torch.zeros(1, dtype=torch.long, device="meta")
+    if kind == "full":
+        params = [w[k].requires_grad_(True) for k in w]
+    else:
+        scores = M.init_scores(w, M.masked_names(cfg, "attn"))
+        params = list(scores.values())
+
+    def step():
+        used = w if kind == "full" else M.apply_masks(w, scores)
+        logits = F.normalize(M.encode_image(used, x, cfg), dim=-1) @ text.T
+        if kind == "gdr":
+            torch.autograd.grad(kl_loss(logits, logits.detach()), params, retain_graph=True)
+        torch.autograd.grad(F.cross_entropy(logits, y), params)
+
+    return counted_flops(step)
+
+
 def estimate_run(method, benchmark, config: dict[str, Any], scale: str):
-    """Paper-scale cost of one run: image forwards for the few-shot training (backward = 2x forward;
-    R-AMT: one more backward for the distillation gradient and the teacher's forward once per image),
-    candidate count, and every evaluation pass (validation per candidate, test and the retention probe)."""
+    """Paper-scale cost of one run: the counted training step per image (:func:`train_step_flops`;
+    R-AMT also the teacher's forward once per image) x steps x batch x candidates, and every evaluation
+    pass (validation per candidate, test and the retention probe)."""
     from harness.api import RunEstimate
     from harness.estimate import adamw_training_bytes
 
@@ -287,9 +319,9 @@ def estimate_run(method, benchmark, config: dict[str, Any], scale: str):
     evals = test + RETENTION_SIZE + n_val * cands
     n_img = sum(v for k, v in ((k, math.prod(s)) for k, s in M.weight_shapes(cfg).items()) if k.startswith("visual."))
     if method.name in ("amt", "amt_mlp", "full_ft"):
-        train = cands * steps * batch * 3 * fwd
+        train = cands * steps * batch * train_step_flops(cfg, "full" if method.name == "full_ft" else "mask")
     elif method.name == "ramt":
-        train = cands * (steps * batch * 5 * fwd + n_train * fwd)
+        train = cands * (steps * batch * train_step_flops(cfg, "gdr") + n_train * fwd)
     elif method.name in ("coop", "linear_probe", "tip_adapter"):
         train = n_train * fwd  # frozen image features once; the text tower's steps are small beside the evals
     else:
@@ -301,5 +333,5 @@ def estimate_run(method, benchmark, config: dict[str, Any], scale: str):
                        data_bytes=110_000 * (POOL_PER_CLASS * classes + test + RETENTION_SIZE),
                        checkpoint_bytes=trainable / 8 if method.name != "full_ft" else 4 * trainable,
                        mfu=MFU,
-                       note=f"ViT-B/16 image tower, {fwd / 1e9:.1f} GFLOPs per image; {n_train} training images, "
+                       note=f"ViT-B/16 image tower, {fwd / 1e9:.1f} GFLOPs per image forward; {n_train} training images, "
                             f"{steps} steps x {cands} candidate(s); {test} test + {RETENTION_SIZE} retention images")

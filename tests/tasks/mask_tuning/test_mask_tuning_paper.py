@@ -102,7 +102,7 @@ def test_paper_bill():
     from harness.estimate import counted_flops
     from tasks.mask_tuning import model as M
     from tasks.mask_tuning import task
-    from tasks.mask_tuning.paper import VIT_B16, image_forward_flops
+    from tasks.mask_tuning.paper import VIT_B16, image_forward_flops, train_step_flops
 
     n_vis = sum(math.prod(s) for k, s in M.weight_shapes(VIT_B16).items() if k.startswith("visual."))
     assert 85e6 < n_vis < 87e6  # ViT-B/16 image tower: 86M parameters
@@ -114,11 +114,29 @@ def test_paper_bill():
     for v in ("amt", "ramt", "zero_shot"):
         m = cfg.for_benchmark("paper", cfg.resolve("paper", v), cfg.benchmark("paper", "imagenet-16shot"))
         est[v] = task.estimate(m, cfg.benchmark("paper", "imagenet-16shot"), dict(m.hyperparameters), "paper")
-    # 16k images, 10 epochs of 500 steps of 32: AMT = 3 passes per image-step, R-AMT 5 (+ the teacher once)
+    # 16k images, 10 epochs of 500 steps of 32, one candidate; R-AMT adds the teacher's forward once per image
     steps = 10 * 500
     evals = (50000 + 2000 + 4000) * fwd
-    assert est["amt"].flops == pytest.approx(steps * 32 * 3 * fwd + evals, rel=1e-6)
-    assert est["ramt"].flops == pytest.approx(steps * 32 * 5 * fwd + 16000 * fwd + evals, rel=1e-6)
+    assert est["amt"].flops == pytest.approx(steps * 32 * train_step_flops(VIT_B16, "mask") + evals, rel=1e-6)
+    assert est["ramt"].flops == pytest.approx(steps * 32 * train_step_flops(VIT_B16, "gdr") + 16000 * fwd + evals, rel=1e-6)
+    # a step's backward computes only the trained tensors' gradients: AMT < fwd + 2 fwd, R-AMT < 5 fwd
+    assert 2.0 < train_step_flops(VIT_B16, "mask") / fwd < 3.0
+    assert train_step_flops(VIT_B16, "mask") < train_step_flops(VIT_B16, "gdr") < 2 * train_step_flops(VIT_B16, "mask")
+    assert 2.9 < train_step_flops(VIT_B16, "full") / fwd < 3.1
     assert est["zero_shot"].flops == pytest.approx(evals, rel=1e-6)
     assert est["amt"].peak_memory_bytes < 141e9
     assert task.estimate(cfg.resolve("small", "amt"), cfg.benchmark("small", "shift-16shot"), {}, "small") is None
+
+
+def test_paper_step_benchmark_dry_run(tmp_path):
+    """benchmarks/paper_steps.py's R-AMT step: the estimator's per-step count is the step's counted FLOPs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    import paper_steps
+
+    out = tmp_path / "steps.json"
+    assert paper_steps.main(["--dry-run", "--task", "mask_tuning", "--steps", "1", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["tasks"]["mask_tuning"]
+    assert r["seconds_per_step"] > 0 and 0.95 < r["estimated_over_counted_flops"] < 1.05
