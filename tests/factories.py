@@ -149,3 +149,28 @@ def no_shrunk_variants_left(task: str):
         get_task(task).config._variant_cache.clear()
 
     return _fixture
+
+
+def covering(pairs):
+    """A subset of (variant, benchmark) pairs, in their order, in which every variant and every
+    benchmark occurs at least once: a paper-scale sweep steps each code path (each variant's
+    method and hyperparameters, each benchmark's data and model) without the full product."""
+    seen_v, seen_b, kept = set(), set(), []
+    for v, b in pairs:
+        if v not in seen_v or b not in seen_b:
+            kept.append((v, b))
+            seen_v.add(v)
+            seen_b.add(b)
+    return kept
+
+
+def thin_grids(monkeypatch, scale) -> None:
+    """Each method's grid in ``scale`` (a loaded ScaleSpec) cut to its first two values, in place
+    (restored by monkeypatch): the plan keeps every method, its dependencies (a sequential search's
+    trial 1 requires trial 0) and a selection over two trials, at a fraction of the runs. Clear the
+    config's variant cache around it."""
+    for spec in scale.methods.values():
+        grid = (spec or {}).get("grid") if isinstance(spec, dict) else None
+        for k, values in (grid or {}).items():
+            if isinstance(values, list) and len(values) > 2:
+                monkeypatch.setitem(grid, k, values[:2])

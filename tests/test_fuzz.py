@@ -10,6 +10,7 @@ import contextlib
 import copy
 import io
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,24 @@ def _one_clear_error(rc: int, err: str, argv) -> None:
 
 
 @pytest.fixture
-def sandbox(workdir):
-    """workdir inside a parent folder that must stay untouched (a write via ../ would land there)."""
-    before = _tree(workdir.parent, skip=(workdir.name,))
-    yield workdir
-    assert _tree(workdir.parent, skip=(workdir.name,)) == before
+def sandbox(tmp_path, monkeypatch, toy_data_root):
+    """A scratch cwd (toy data built, results/ empty) three folders below a root that must stay
+    untouched: a write via ../, ../.. or ../../.. would land there. The root is this test's own, so
+    other tests' files (an SQLite checkpoint when an earlier test's engine is collected) never count."""
+    work = tmp_path / "outer" / "middle" / "work"
+    shutil.copytree(toy_data_root / "toy_blobs", work / "data" / "toy_blobs")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(work / "data"))
+    monkeypatch.delenv("HARNESS_REGISTRY_URL", raising=False)
+    escape = Path("/tmp/escape")
+    existed = escape.exists()
+    before = _tree(tmp_path, skip=())
+    yield work
+    after = _tree(tmp_path, skip=())
+    inside = str(Path("outer", "middle", "work"))
+    assert {k: v for k, v in after.items() if not k.startswith(inside)} == \
+        {k: v for k, v in before.items() if not k.startswith(inside)}
+    assert escape.exists() == existed
 
 
 @settings(max_examples=150, deadline=None, database=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factories import thin_grids
 from harness.plugins import get_task
 from harness.runner import run_one
 
@@ -131,12 +132,15 @@ def shrink_paper_scale(monkeypatch):
 
 @pytest.mark.slow
 def test_every_paper_run_takes_real_steps(paper_data, monkeypatch):
-    """Every run of the paper plan for seed 0, in dependency order (searches read their trials)."""
+    """Every method of the paper plan for seed 0 on each of its benchmarks, its grids cut to two
+    trials, in dependency order (searches read their trials)."""
     from harness.dag import plan
 
     shrink_paper_scale(monkeypatch)
+    thin_grids(monkeypatch, get_task(TASK).config.scale("paper"))  # every method, two trials each
     runs = [r for r in plan("paper", [TASK], results_dir=str(paper_data / "r")).values() if r.seed == 0]
-    assert len(runs) > 50
+    assert {r.variant.split("[")[0] for r in runs} == set(get_task(TASK).config.scale("paper").methods)
+    assert len(runs) > 25
     for r in runs:  # plan() lists a run's requirements before the run
         rec = run_one(TASK, r.variant, r.benchmark, 0, "paper", results_dir=paper_data / "r")
         check(rec, r.benchmark)

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from harness.claims import evaluate_claims
-from harness.runner import run_one
 from tasks.self_tuning_networks import task
 
 TASK = "self_tuning_networks"
@@ -18,21 +17,18 @@ def metrics(rec):
     return {m["name"]: m["value"] for m in rec["metrics"]}
 
 
-def test_tiny_dag_end_to_end(tmp_path, stn_env):
+@pytest.mark.slow
+@pytest.mark.tiny_dag(TASK)
+def test_tiny_dag_end_to_end(tiny_dag):
+    """The task's records from the session's snakemake run of the tiny DAG (tests/conftest.py)."""
     from harness.dag import plan
 
-    runs = plan("tiny", [TASK], results_dir=str(tmp_path))
-    done, by_bench = set(), {"digits": {}, "lm": {}}
-    pending = dict(runs)
-    while pending:  # the DAG's order: a run starts once its required records exist
-        ready = [k for k, r in pending.items() if all(q in done for q in r.requires)]
-        assert ready, "cycle in the tiny DAG"
-        for key in ready:
-            r = pending.pop(key)
-            rec = run_one(TASK, r.variant, r.benchmark, r.seed, "tiny", results_dir=tmp_path)
-            assert rec["status"] == "ok", (r.variant, r.benchmark, rec.get("error"))
-            by_bench[r.benchmark][r.variant] = rec
-            done.add(key)
+    runs = plan("tiny", [TASK], results_dir="results")
+    by_bench = {"digits": {}, "lm": {}}
+    for key, r in runs.items():
+        rec = json.loads((tiny_dag.repo / key).read_text())
+        assert rec["status"] == "ok", (r.variant, r.benchmark, rec.get("error"))
+        by_bench[r.benchmark][r.variant] = rec
     assert {v.split("[")[0] for v in by_bench["digits"]} == set(task.config.scale("tiny").methods)
     assert {v.split("[")[0] for v in by_bench["lm"]} == set(task.config.scale("tiny").methods) - {"ridge_check"}
     for bench, records in by_bench.items():
