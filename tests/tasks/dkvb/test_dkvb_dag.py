@@ -29,4 +29,4 @@ def test_tiny_dag_through_snakemake_and_dvc(tiny_dag):
     assert ids == {c.id for c in task.config.claims}
     page = (repo / "reports" / "task-dkvb.html").read_text()
     assert "decision regions" in page and "Accuracy over the stream" in page
-    assert tiny_dag.rerun_is_a_no_op(["dkvb"])
+    assert tiny_dag.rerun_is_a_no_op()

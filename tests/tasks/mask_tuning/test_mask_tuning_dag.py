@@ -48,4 +48,4 @@ def test_tiny_dag_through_snakemake_and_dvc(tiny_dag):
     assert ids == {c.id for c in task.config.claims}
     page = (repo / "reports" / "task-mask_tuning.html").read_text()
     assert "Accuracy vs shots" in page and "Sparsity per layer" in page
-    assert tiny_dag.rerun_is_a_no_op(["mask_tuning"])
+    assert tiny_dag.rerun_is_a_no_op()
