@@ -170,7 +170,7 @@ def thin_grids(monkeypatch, scale) -> None:
     trial 1 requires trial 0) and a selection over two trials, at a fraction of the runs. Clear the
     config's variant cache around it."""
     for spec in scale.methods.values():
-        grid = (spec or {}).get("grid") if isinstance(spec, dict) else None
+        grid = spec.get("grid") if isinstance(spec, dict) else None
         for k, values in (grid or {}).items():
             if isinstance(values, list) and len(values) > 2:
                 monkeypatch.setitem(grid, k, values[:2])

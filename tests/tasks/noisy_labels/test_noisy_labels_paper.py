@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factories import no_shrunk_variants_left
 from harness.plugins import get_task
 from harness.runner import run_one
 
@@ -42,12 +43,7 @@ def paper_data(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def _no_shrunk_variants_left():
-    """Tests here shrink the paper scale in place; the config caches resolved variants, so it is
-    emptied after each test (this fixture is torn down after monkeypatch has restored the scale)."""
-    yield
-    get_task(TASK).config._variant_cache.clear()
+_no_shrunk_variants_left = no_shrunk_variants_left(TASK)  # tests/factories.py
 
 
 def _runs(paper_data, benchmarks):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factories import thin_grids
+from factories import no_shrunk_variants_left, thin_grids
 from harness.plugins import get_task
 from harness.runner import run_one
 
@@ -17,12 +17,7 @@ TASK = "self_tuning_networks"
 PTB_VOCAB = 10_000
 
 
-@pytest.fixture(autouse=True)
-def _no_shrunk_variants_left():
-    """Tests here shrink the paper scale in place; the config caches resolved variants, so it is
-    emptied after each test (this fixture is torn down after monkeypatch has restored the scale)."""
-    yield
-    get_task(TASK).config._variant_cache.clear()
+_no_shrunk_variants_left = no_shrunk_variants_left(TASK)  # tests/factories.py
 
 
 def write_ptb_files(folder, vocab: int = PTB_VOCAB):
