@@ -113,6 +113,11 @@ def measure(n: int, repeats: int, workdir: Path) -> dict:
     return out
 
 
+# Issue 15's goals (seconds, an idle 2-core machine): the report's Performance page checks them.
+GOALS = {"ingest_s": {"at": 100000, "max": 15}, "reingest_s": {"at": 100000, "max": 2},
+         "ls_task_s": {"at": 100000, "max": 0.1}, "runs_task_s": {"at": 100000, "max": 0.05}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         load = None
     doc = {"benchmark": "registry_scale", "label": args.label, "backend": "sqlite",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": load},
-           "repeats": args.repeats, "results": results}
+           "repeats": args.repeats, "results": results, "goals": GOALS}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
