@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _results import machine, write_result  # benchmarks/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Issue 15's goal for `snakemake -n` (seconds, an idle 2-core machine).
@@ -32,7 +33,7 @@ def dry_run(scale: str) -> tuple[float, int]:
     out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", f"scale={scale}"], cwd=ROOT,
                          env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    m = re.search(r"^total\s+(\d+)", out.stdout, re.M)
+    m = re.search(r"^total\s+(\d+)", out.stdout, re.MULTILINE)
     return wall, int(m.group(1)) if m else -1
 
 
@@ -62,13 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                "harness_plan_s": round(statistics.median(plans), 3), "harness_plan_all_s": [round(p, 3) for p in plans]}
         print(json.dumps(row), flush=True)
         results.append(row)
-    doc = {"benchmark": "dag_plan", "label": args.label,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "load_avg_1m": round(os.getloadavg()[0], 2)},
-           "repeats": args.repeats, "results": results, "goals": GOALS}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"benchmark": "dag_plan", "label": args.label, "machine": machine(),
+                            "repeats": args.repeats, "results": results, "goals": GOALS})
     return 0
 
 

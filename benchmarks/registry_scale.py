@@ -23,8 +23,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -36,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _results import machine, write_result  # noqa: E402  (benchmarks/ is sys.path[0])
 from factories import make_record  # noqa: E402
 
 from harness.record import write_json_atomic  # noqa: E402
@@ -131,16 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(n, args.repeats, Path(tmp))
             print(json.dumps(r), flush=True)
             results.append(r)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        load = None
-    doc = {"benchmark": "registry_scale", "label": args.label, "backend": "sqlite",
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": load},
-           "repeats": args.repeats, "results": results, "goals": GOALS}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"benchmark": "registry_scale", "label": args.label, "backend": "sqlite",
+                            "machine": machine(), "repeats": args.repeats, "results": results, "goals": GOALS})
     return 0
 
 
