@@ -2,7 +2,8 @@
 # make test        fresh machine: venv, install, the whole test suite
 # make resume      continue after a killed snakemake (unlock, then rerun incomplete jobs)
 # make publish     the committed study: reports/$(SCALE)/ and the task READMEs' verdict tables
-# make bench       performance benchmarks (harness overhead, kernels on a GPU)
+# make bench       the harness's own costs at 1k/10k/100k records (~1 h; BENCH_SIZES to change),
+#                  written to benchmarks/results/*.json and shown on the report's Performance page
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= small
@@ -52,8 +53,13 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
+# Run on an idle machine: the numbers are wall and CPU seconds. Kernels: benchmarks/gpu_check.sh on a GPU.
+BENCH_SIZES ?= 1000 10000 100000
 bench: install
 	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/dag_plan.py
+	$(PY) benchmarks/registry_scale.py --sizes $(BENCH_SIZES)
+	$(PY) benchmarks/report_scale.py --sizes $(BENCH_SIZES)
 
 clean:
 	rm -rf results reports .snakemake

@@ -263,11 +263,11 @@ def cmd_claims(args) -> int:
 
 def cmd_report(args) -> int:
     from harness.registry import Registry
-    from harness.report.render import render_from_registry
+    from harness.report.render import default_benchmarks, render_from_registry
 
     reg = Registry(url=args.registry, results_dir=_results(args))
     _ingest_and_warn(reg, args)
-    paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args))
+    paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args), benchmarks=default_benchmarks())
     print(f"wrote {len(paths)} pages to {args.out}/ (open {Path(args.out) / 'index.html'})")
     return 0
 

@@ -125,13 +125,14 @@ def publish(registry: Any, scale: str, claims_path: str | Path, out_dir: str | P
     README verdict tables (``readmes``: task name -> README path; default: every installed
     task's ``README.md`` beside its task.yaml). Returns what was written."""
     from harness.claims import read_claims
-    from harness.report.render import render_from_registry
+    from harness.report.render import default_benchmarks, render_from_registry
 
     claims = read_claims(claims_path)  # a missing or corrupt file is one clear error
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = registry.runs(scale=scale)
-    pages = render_from_registry(registry, out, scale, claims_path, generated_at=study_time(runs), run_pages=False)
+    pages = render_from_registry(registry, out, scale, claims_path, generated_at=study_time(runs), run_pages=False,
+                                 benchmarks=default_benchmarks())
     shutil.copyfile(claims_path, out / "claims.json")
     export = export_runs(runs, out / "runs.parquet") if len(runs) else None
     if readmes is None:

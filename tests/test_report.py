@@ -15,8 +15,9 @@ import pytest
 
 from harness.plugins import BrokenPlugin
 from harness.report import render_site
+from harness.report.render import read_runs_data
 from harness.stats import t_interval
-from report_fixture import ACCURACY, CLAIMS, EVIL, LOSS, empty_task, frames, parse, write_task
+from report_fixture import ACCURACY, CLAIMS, COMMIT, EVIL, LOSS, empty_task, frames, parse, write_task
 
 GENERATED_AT = "2025-06-01T12:00:00+00:00"
 BROKEN = BrokenPlugin("busted", "tasks.busted:task", "ImportError: No module named 'busted_dep'")
@@ -148,11 +149,10 @@ def test_failure_listed_with_message_on_runs_and_index(site):
     runs = parse(site["runs.html"])
     tb = runs.find("tr", cls="failure").find("details").find("pre", cls="traceback")
     assert tb.text().endswith("RuntimeError: ran out of memory")
-    # The failed run is also a row of the sortable table of every run, linked to its traceback.
-    failed = [r for r in runs.find("table", cls="runs").find_all("tr", cls="run") if r.attrs.get("data-status") == "failed"]
+    # The failed run is also a row of the sortable table of every run (its data), linked to its traceback.
+    failed = [r for r in read_runs_data(site["runs.html"]) if r["status"] == "failed"]
     assert len(failed) == 1
-    status_td = failed[0].find_all("td")[4]
-    assert status_td.find("a").attrs["href"] == "#failure-1" and status_td.text() == "failed"
+    assert failed[0]["failure"] == "failure-1" and runs.find("tr", id="failure-1") is not None
     index = parse(site["index.html"])
     assert index.find(id="count-failed").text() == "1"
     assert index.find(id="count-ok").text() == str(63 - 4)  # 64 slots, 1 failed, 4 diverged
@@ -160,13 +160,92 @@ def test_failure_listed_with_message_on_runs_and_index(site):
 
 
 def test_runs_page_lists_every_run(site):
+    """Every run is in the page's data, with what its row shows; the rows themselves are drawn by
+    the page's script (test_report_browser), so no <tr> per run is in the HTML."""
     doc = parse(site["runs.html"])
-    rows = doc.find("table", cls="runs").find_all("tr", cls="run")
+    table = doc.find("table", cls="runs")
+    assert "sortable" in table.classes and table.attrs["data-rows-from"] == "runs-data"
+    assert not table.find_all("tr", cls="run")
+    assert [th.attrs["data-key"] for th in table.find("thead").find_all("th")] == [
+        "task", "benchmark", "variant", "seed", "status", "metric", "value", "wall", "rss", "commit", "run_id"]
+    rows = read_runs_data(site["runs.html"])
     assert len(rows) == 64
-    assert "sortable" in doc.find("table", cls="runs").classes
-    first = rows[0].find_all("td")
-    assert [td.text().strip() for td in first[:5]] == ["toyrep", "easy", "strong", "0", "ok"]
-    assert first[6].text() == "0.8100" and first[7].text() == "1 min 02 s" and first[8].text() == "512 MB"
+    first = rows[0]
+    assert [first[k] for k in ("task", "benchmark", "variant", "seed", "status")] == ["toyrep", "easy", "strong", 0, "ok"]
+    assert (first["metric"], first["value_text"], first["wall_text"], first["rss_text"]) == (
+        "accuracy", "0.8100", "1 min 02 s", "512 MB")
+    assert first["commit"] == COMMIT and first["commit_text"] == COMMIT[:10] and first["dirty"] == 0
+    assert first["run_page"] == 1 and first["failure"] is None
+    # Without JavaScript the page still says how many runs there are, and why the table is empty.
+    assert doc.find("p", cls="lead").text().startswith("64 runs at scale small: 59 ok, 4 diverged,")
+    assert "64 runs is drawn by JavaScript" in doc.find("noscript").text()
+
+
+def test_runs_data_round_trips_every_run(site):
+    """The embedded data against the frames it came from (not against the rendering code)."""
+    fr = frames("small")
+    runs = fr["runs"].set_index("run_id")
+    acc = fr["metrics"][fr["metrics"]["name"] == "accuracy"].set_index("run_id")["value"]
+    rows = read_runs_data(site["runs.html"])
+    failed_id = fr["failures"]["run_id"].iloc[0]
+    assert sorted(r["run_id"] for r in rows) == sorted([*runs.index, failed_id])
+    for r in rows:
+        if r["run_id"] == failed_id:
+            assert (r["status"], r["variant"], r["benchmark"], r["seed"], r["value_text"], r["failure"]) == (
+                "failed", "weak", "hard", 3, "—", "failure-1")
+            continue
+        want = runs.loc[r["run_id"]]
+        for key, col in (("task", "task"), ("benchmark", "benchmark"), ("variant", "variant"), ("method", "method"),
+                         ("seed", "seed"), ("status", "status"), ("commit", "git_commit")):
+            assert r[key] == want[col], (r["run_id"], key)
+        assert r["wall_text"] == f"1 min {round(want['wall_s'] - 60):02d} s" and r["rss_text"] == f"{want['peak_rss_mb']:.0f} MB"
+        value = acc[r["run_id"]]
+        assert r["value_text"] == (f"{value:.4f}" if math.isfinite(value) else "—"), r["run_id"]
+    # The initial order: task, benchmark, variant, seed.
+    keys = [(r["benchmark"], r["variant"], r["seed"]) for r in rows]
+    assert keys == sorted(keys)
+    # A number column's code is its rank: the order of the values, the runs without one last.
+    by_rank = sorted(rows, key=lambda r: r["value"])
+    values = [acc.get(r["run_id"], math.nan) for r in by_rank]
+    finite = [v for v in values if math.isfinite(v)]
+    assert finite == sorted(finite) and values[len(finite):] == [v for v in values if not math.isfinite(v)]
+    assert len({r["value"] for r in rows}) == len(set(finite)) + 1
+
+
+def test_runs_data_cannot_break_out_of_its_script(tmp_path):
+    """A run field holding </script> or <!-- stays inside the JSON (escaped), and comes back exact."""
+    fr = frames("small")
+    evil = "</script><b>x</b><!--"
+    fr["runs"].loc[0, "variant"] = evil
+    fr["runs"].loc[1, "benchmark"] = "</SCRIPT >&amp;"
+    render_site(tmp_path, tasks={}, claims=[], scale="small", generated_at=GENERATED_AT, **fr)
+    html = (tmp_path / "runs.html").read_text()
+    data = html.split('<script type="application/json" id="runs-data">', 1)[1].split("</script>", 1)[0]
+    assert not set("<>&") & set(data)  # written as \u003c, \u003e, \u0026
+    assert html.count("<script") == 3 and html.count("</script>") == 3
+    rows = {r["run_id"]: r for r in read_runs_data(html)}
+    assert rows[fr["runs"].loc[0, "run_id"]]["variant"] == evil
+    assert rows[fr["runs"].loc[1, "run_id"]]["benchmark"] == "</SCRIPT >&amp;"
+    assert evil not in html
+
+
+def test_runs_page_is_small_and_deterministic(tmp_path):
+    """Columns, most dictionary-encoded: well under 100 bytes per run; same input, same bytes."""
+    import pandas as pd
+
+    fr = frames("small")
+    many = pd.concat([fr["runs"].assign(run_id=fr["runs"]["run_id"].str[:12] + f"{k:04d}") for k in range(40)],
+                     ignore_index=True)
+    mets = pd.concat([fr["metrics"].assign(run_id=fr["metrics"]["run_id"].str[:12] + f"{k:04d}") for k in range(40)],
+                     ignore_index=True)
+    for out in ("a", "b"):
+        render_site(tmp_path / out, tasks={}, claims=[], scale="small", generated_at=GENERATED_AT, run_pages=False,
+                    runs=many, metrics=mets, failures=fr["failures"], curves={})
+    page = (tmp_path / "a" / "runs.html").read_bytes()
+    assert page == (tmp_path / "b" / "runs.html").read_bytes()
+    assert len(read_runs_data(page.decode())) == len(many) + 1
+    blob = page.split(b'id="runs-data">')[1].split(b"</script>")[0]
+    assert len(blob) / len(many) < 60, len(blob) / len(many)
 
 
 def test_published_numbers_beside_ours_at_every_scale_where_the_benchmark_matches(site, paper_site):
@@ -215,7 +294,8 @@ def test_user_text_is_escaped(site):
     for name in ("index.html", "task-toyrep.html", "runs.html"):
         html = site[name]
         assert EVIL not in html, name
-        assert html.count("<script") == 1, name  # only our sortable-table script
+        # only our sortable-table script, and on runs.html the runs data and the script that draws them
+        assert html.count("<script") == (3 if name == "runs.html" else 1), name
     assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in site["index.html"]
     assert "Toy results for &lt;b&gt;testing&lt;/b&gt;" in site["task-toyrep.html"]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from report_fixture import frames
+
+from harness.report import render_site
 from harness.report.performance import growth_svg, load_results, performance_context
 
 
@@ -57,6 +60,14 @@ def test_a_goal_at_every_size_is_decided_by_the_worst_size(tmp_path):
     assert (g.at, g.measured, g.met) == (None, 1.9, False)
 
 
+def test_a_list_of_goals_bounds_one_field_at_several_sizes(tmp_path):
+    _write(tmp_path, "report_scale", {"results": [{"n_records": 10000, "report_cpu_s": 5.2},
+                                                  {"n_records": 100000, "report_cpu_s": 28.0}],
+                                      "goals": {"report_cpu_s": [{"at": 10000, "max": 5}, {"at": 100000, "max": 30}]}})
+    checks = [(g.metric, g.at, g.measured, g.met) for g in load_results(tmp_path)[0].goals]
+    assert checks == [("report_cpu_s", 10000.0, 5.2, False), ("report_cpu_s", 100000.0, 28.0, True)]
+
+
 def test_non_object_and_broken_files_are_skipped(tmp_path):
     _write(tmp_path, "a_list", [1, 2])
     (tmp_path / "broken.json").write_text("{not json")
@@ -75,3 +86,20 @@ def test_growth_svg_is_log_log_escaped_and_deterministic(tmp_path):
         assert tick in svg, tick
     assert svg == str(growth_svg(r.series, "t<script>", "n_records"))
     assert str(growth_svg([], "empty", "n")) == ""
+
+
+def test_the_site_links_a_performance_page_only_when_results_exist_and_removes_a_stale_one(tmp_path):
+    bench = tmp_path / "bench"
+    _write(bench, "registry_scale", GROWTH)
+    site = tmp_path / "site"
+    kw = dict(tasks={}, claims=[], scale="small", generated_at="2025-06-01T12:00:00+00:00", run_pages=False,
+              **frames("small"))
+    names = {p.name for p in render_site(site, benchmarks=bench, **kw)}
+    assert "performance.html" in names
+    page = (site / "performance.html").read_text()
+    assert "registry_scale" in page and "not met" in page and "<svg" in page
+    assert 'href="performance.html"' in (site / "runs.html").read_text()
+    # No results folder (an installed harness): no page, no link, and the old page is gone.
+    names = {p.name for p in render_site(site, benchmarks=tmp_path / "missing", **kw)}
+    assert "performance.html" not in names and not (site / "performance.html").exists()
+    assert 'href="performance.html"' not in (site / "index.html").read_text()

@@ -9,7 +9,8 @@ Two shapes of result file are understood, so a new benchmark needs no code here:
 * **goals** (optional, any file): ``"goals": {"ingest_s": {"at": 100000, "max": 15}, ...}``: the
   page checks the measured value at that size (growth files; ``"at": "all"``: the largest value over
   every size) or the top-level number of that name (any file; dotted paths reach into objects, e.g.
-  ``"process_s.overhead"``) against the bound.
+  ``"process_s.overhead"``) against the bound. A list of such objects bounds one field at several
+  sizes: ``"report_cpu_s": [{"at": 10000, "max": 5}, {"at": 100000, "max": 30}]``.
 
 Every other top-level number (nested objects flattened with dots) is listed in a table, so a
 scalar benchmark (e.g. the per-run overhead) shows up too. Only numbers and escaped text reach the
@@ -117,7 +118,8 @@ def _goal_checks(goals: Any, size_key: str | None, series: Sequence[Series],
     by_name = {s.name: dict(s.points) for s in series}
     flat = dict(scalars)
     checks = []
-    for metric, g in goals.items():
+    pairs = [(metric, g) for metric, gs in goals.items() for g in (gs if isinstance(gs, list) else [gs])]
+    for metric, g in pairs:
         if not isinstance(g, Mapping) or _number(g.get("max")) is None:
             continue
         at = _number(g.get("at"))
