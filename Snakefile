@@ -5,6 +5,7 @@
 #   snakemake --cores all --config scale=paper             # the published setting, on a GPU box
 #   snakemake --profile profiles/slurm --config scale=paper
 #   snakemake -n --config tasks=noisy_labels               # plan one task only
+#   snakemake --cores all --config worker=0                # every run imports in its own process
 #
 # Each run is one job; Task.requires() gives its input edges. Failed runs write a
 # failure record outside the outputs (so they are retried next time) and the `onerror`
@@ -27,6 +28,13 @@ HARNESS = f"{shlex.quote(sys.executable)} -m harness --results {shlex.quote(RESU
 TASK_ARG = f"--task {','.join(TASKS)}" if TASKS else ""
 # Jobs (and DVC's stage commands) find this environment's python, harness and dvc first.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# `harness run` jobs hand their run to a warm worker (harness/worker.py: a fork server with torch and
+# datasets imported; ~0.1 s per job instead of ~2 s of imports) unless `--config worker=0`. Never
+# inside a SLURM job, where this file is parsed again with SLURM_JOB_ID set (and the client refuses
+# too): a server started in one job's cgroup would die with it. Set here, not in the run rule's
+# command, so that changing it does not change the rule's code and rerun finished runs.
+WORKER = str(config.get("worker", os.environ.get("HARNESS_WORKER", "1"))).lower() not in ("0", "false", "no", "off")
+os.environ["HARNESS_WORKER"] = "1" if WORKER and not os.environ.get("SLURM_JOB_ID") else "0"
 
 RUNS = plan(SCALE, TASKS, results_dir=RESULTS)
 DATASETS = datasets_of(RUNS)

@@ -402,7 +402,12 @@ def _timings(started: str, t0: float, c0: float, ctx: LocalRunContext) -> dict[s
 
 
 def _memory(device: str) -> dict[str, Any]:
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    # Linux: KiB. Through the warm worker (harness/worker.py) this process is a fork of a server that
+    # imported torch & co.: ru_maxrss is still this process's own high-water mark (fork starts it from
+    # the pages the child maps), so it counts the imported pages the run touches, as in process, but not
+    # those it never maps: it can read lower (the toy run: ~390 vs ~480 MB). CPU time (process_time)
+    # also restarts at the fork; both are taken as differences over the run anyway.
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     peak_gpu_mb = None
     if device.startswith("cuda"):
         import torch
