@@ -48,7 +48,7 @@ resume: install
 	@echo "open reports/index.html"
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=40
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from harness.dag import datasets_of, plan
-from harness.dvcstages import repro_target, static_datasets, write_plugin_stages
+from harness.dvcstages import plugin_stages_needed, repro_target, static_datasets, write_plugin_stages
 
 SCALE = config.get("scale", "small")
 TASKS = [t for t in str(config.get("tasks", "")).split(",") if t] or None
@@ -40,9 +40,10 @@ RUNS = plan(SCALE, TASKS, results_dir=RESULTS)
 DATASETS = datasets_of(RUNS)
 # Datasets of pip-installed plugins have no line in dvc.yaml: their stages are generated from
 # the plugin registry into plugins/dvc.yaml (harness.dvcstages; docs/writing-a-task.md).
-# Rewritten only when its content changes; nothing is written while no dataset needs it.
+# Rewritten only when its content changes; nothing is written while no dataset needs it, and
+# when every planned dataset has its stage in dvc.yaml the builders are not even listed.
 STATIC_DATASETS = static_datasets()
-if DATA_VIA == "dvc":
+if DATA_VIA == "dvc" and plugin_stages_needed(DATASETS, STATIC_DATASETS):
     write_plugin_stages()
 
 wildcard_constraints:

@@ -27,7 +27,7 @@ import inspect
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -119,6 +119,16 @@ def write_plugin_stages(root: Path = Path(".")) -> tuple[Path, list[str]]:
                           json.dumps(ident, indent=1, sort_keys=True) + "\n")
     _write_if_changed(target, render(list(found)))
     return target, list(found)
+
+
+def plugin_stages_needed(planned: Iterable[str], static: set[str] | None, root: Path = Path(".")) -> bool:
+    """Whether planning must call :func:`write_plugin_stages`: a planned dataset has no stage in
+    the checkout's dvc.yaml, or a generated stage file exists (to keep up to date). Otherwise
+    there is nothing to write, and listing every task's builders would import every task's data
+    code (torch, for some) just to find that out: most of a dry run's own cost."""
+    if static is None or (Path(root) / PLUGIN_DVC).exists():
+        return True
+    return not set(planned) <= static
 
 
 def repro_target(dataset: str, static: set[str] | None) -> str:
