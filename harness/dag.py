@@ -55,6 +55,7 @@ def plan(scale: str, tasks: list[str] | None = None, results_dir: str = "results
     if unknown:
         raise ConfigError(f"unknown or broken task(s) {', '.join(unknown)}; see `harness tasks`")
     runs: dict[str, PlannedRun] = {}
+    planned: dict[tuple, str] = {}  # (task, benchmark, variant, seed) -> output path, across tasks
     for tname in chosen:
         task = loaded[tname]
         cfg = task.config
@@ -65,8 +66,12 @@ def plan(scale: str, tasks: list[str] | None = None, results_dir: str = "results
         benches = {b.name: b for b in cfg.benchmarks(scale)}
 
         def add(ref: RunRef, stack: tuple[str, ...] = ()) -> str:
+            key = (ref.task, ref.benchmark, ref.variant, ref.seed)
+            if key in planned:  # a run many others require (a search's trials): planned once, its path built once
+                return planned[key]
             out = str(run_path(Path(results_dir), scale, ref.task, ref.benchmark, ref.variant, ref.seed))
             if out in runs:
+                planned[key] = out
                 return out
             if out in stack:
                 raise ConfigError(f"dependency cycle through {out}")
@@ -88,6 +93,7 @@ def plan(scale: str, tasks: list[str] | None = None, results_dir: str = "results
             runs[out] = PlannedRun(task=ref.task, variant=ref.variant, benchmark=ref.benchmark, seed=ref.seed,
                                    dataset=b_obj.dataset, output=out, requires=deps, threads=rres.threads,
                                    mem_mb=rres.mem_mb, runtime=rres.runtime, gpu=rres.gpu)
+            planned[key] = out
             return out
 
         for v in variants.values():
