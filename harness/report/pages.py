@@ -163,18 +163,23 @@ def history_context(task_name: str, hist: pd.DataFrame, primary: str | None,
             if r["status"] in ("regression", "improvement"):
                 marks[(cur, r["benchmark"], r["variant"])] = r["status"]
     prim = h[h["name"] == primary]
+    # One groupby for every cell (filtering per (row, commit) cost minutes at thousands of runs):
+    # each seed's mean, the non-finite dropped, then their mean and count per (benchmark, variant, commit).
+    per_seed = prim.groupby(["benchmark", "variant", "git_commit", "seed"], sort=False)["value"].mean()
+    per_seed = per_seed[per_seed.map(_finite)]
+    stats = {k: (vals.mean(), len(vals)) for k, vals in per_seed.groupby(level=[0, 1, 2], sort=False)}
+    page_of: dict[tuple, str] = {}
+    for key in zip(prim["benchmark"], prim["variant"], prim["git_commit"], prim["run_id"]):
+        if key[3] in run_pages:
+            page_of.setdefault(key[:3], key[3])
     rows = []
-    for (bench, variant), g in prim.groupby(["benchmark", "variant"], sort=True):
+    for bench, variant in sorted(set(zip(prim["benchmark"], prim["variant"]))):
         cells = []
         for c in commits:
-            gc = g[g["git_commit"] == c]
-            vals = gc.groupby("seed")["value"].mean() if len(gc) else pd.Series(dtype=float)
-            vals = vals[vals.map(_finite)]
-            mark = marks.get((c, bench, variant))
-            ids = [i for i in gc["run_id"] if i in run_pages]
-            cells.append({"text": f"{vals.mean():.4g}" if len(vals) else "—", "n": len(vals),
-                          "value": repr(float(vals.mean())) if len(vals) else "", "mark": mark,
-                          "link": f"run-{ids[0]}.html" if ids else None})
+            mean, n = stats.get((bench, variant, c), (None, 0))
+            page = page_of.get((bench, variant, c))
+            cells.append({"text": f"{mean:.4g}" if n else "—", "n": n, "value": repr(float(mean)) if n else "",
+                          "mark": marks.get((c, bench, variant)), "link": f"run-{page}.html" if page else None})
         rows.append({"benchmark": bench, "variant": variant, "cells": cells})
     return {"primary": primary, "rows": rows, "n_regressions": sum(1 for m in marks.values() if m == "regression"),
             "commits": [{"sha": c, "short": str(c)[:10], "first": str(first[c])[:19]} for c in commits]}
