@@ -267,7 +267,10 @@ def cmd_report(args) -> int:
 
     reg = Registry(url=args.registry, results_dir=_results(args))
     _ingest_and_warn(reg, args)
-    paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args), benchmarks=default_benchmarks())
+    # Plots drawn by the last report at this scale are reused where their data did not change.
+    cache = _results(args) / ".cache" / "figures" / args.scale
+    paths = render_from_registry(reg, Path(args.out), args.scale, _claims_path(args), benchmarks=default_benchmarks(),
+                                 figure_cache=cache)
     print(f"wrote {len(paths)} pages to {args.out}/ (open {Path(args.out) / 'index.html'})")
     return 0
 

@@ -4,15 +4,27 @@ Every plot is deterministic for the same input: a fixed ``svg.hashsalt``, no dat
 metadata, no RDF block, and element ids prefixed per figure so that several SVGs can
 live in one HTML page without id clashes. Text is drawn as paths, so a page looks the
 same on every machine and needs no font.
+
+Drawing is most of a report's time (matplotlib lays out every tick label twice), so within
+:func:`figure_cache` the plots reuse the SVG drawn before for equal input: one file per hash of
+(plot function, input, this module's source, matplotlib's version), the files a render did not
+use removed when it ends. The bytes are those a fresh draw gives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import hashlib
 import io
+import json
 import math
+import os
 import re
-from typing import Any, Iterable, Mapping, Sequence
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -51,6 +63,73 @@ _XML_HEADER_RE = re.compile(r"^.*?(?=<svg\b)", re.S)
 _METADATA_RE = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
 
 
+_CACHE: contextvars.ContextVar[tuple[Path, set[str]] | None] = contextvars.ContextVar("figure_cache", default=None)
+
+
+@contextlib.contextmanager
+def figure_cache(folder: str | Path | None) -> Iterator[None]:
+    """Within the block, :func:`effect_plot` and :func:`curve_plot` read and write their SVGs in
+    ``folder`` (None: no cache). On a normal exit the folder keeps only the files used in the
+    block, so give each site its own folder."""
+    if folder is None:
+        yield
+        return
+    folder = Path(folder)
+    used: set[str] = set()
+    token = _CACHE.set((folder, used))
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+    for old in folder.glob("*.svg") if folder.is_dir() else ():
+        if old.name not in used:
+            old.unlink(missing_ok=True)
+
+
+@functools.cache
+def _code_version() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
+
+
+def _plain(x: Any) -> Any:
+    """JSON for the cache key: numpy scalars as numbers; anything else is not cached."""
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", None) == 0:
+        return x.item()
+    raise TypeError(f"no cache key for {type(x).__name__}")
+
+
+def _cached(fn):
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> str | None:
+        state = _CACHE.get()
+        if state is None:
+            return fn(*args)
+        folder, used = state
+        try:
+            key = json.dumps([fn.__name__, _code_version(), args], sort_keys=True, default=_plain)
+        except (TypeError, ValueError):
+            return fn(*args)
+        name = hashlib.sha256(key.encode()).hexdigest()[:40] + ".svg"
+        try:
+            svg = (folder / name).read_text(encoding="utf-8")
+        except OSError:
+            svg = fn(*args)
+            if svg is None:
+                return None
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".svg")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(svg)
+                os.replace(tmp, folder / name)
+            except OSError:  # a read-only results folder: draw every time
+                return svg
+        used.add(name)
+        return svg
+
+    return wrapper
+
+
 def figure_to_svg(fig) -> str:
     """Serialise and clear ``fig``; return an ``<svg>`` element safe to inline in HTML."""
     buf = io.StringIO()
@@ -84,6 +163,7 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+@_cached
 def effect_plot(claims: Sequence[Mapping[str, Any]]) -> str | None:
     """One row per claim with an estimate: the effect with its 95% CI, a line at 0 and one
     at the signed minimum effect. Each claim gets its own x-axis (claims compare different
@@ -125,6 +205,7 @@ def effect_plot(claims: Sequence[Mapping[str, Any]]) -> str | None:
         return figure_to_svg(fig)
 
 
+@_cached
 def curve_plot(series: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], title: str) -> str | None:
     """Learning curves of one curve name: ``{metric_key: {variant: [(step, mean), ...]}}``.
 

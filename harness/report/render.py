@@ -941,7 +941,7 @@ def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataF
                 scale: str, broken_plugins: Sequence[Any] = (), generated_at: datetime | str | None = None,
                 history: pd.DataFrame | None = None, snakemake_report: str | None = None,
                 run_pages: bool = True, records: Mapping[str, dict] | None = None,
-                benchmarks: str | Path | None = None) -> list[Path]:
+                benchmarks: str | Path | None = None, figure_cache: str | Path | None = None) -> list[Path]:
     """Render the site into ``out_dir``; return the files written (index first).
 
     ``generated_at`` (default: now, UTC) is the only input not in the frames; pass a
@@ -957,7 +957,21 @@ def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataF
     is parsed when a page needs it).
     ``benchmarks``: a folder of benchmark result files (``benchmarks/results``): when it holds
     any, ``performance.html`` shows them (:mod:`harness.report.performance`) and the nav links it.
+    ``figure_cache``: a folder of this site's own where plots drawn by an earlier render are reused
+    (:func:`harness.report.plots.figure_cache`; same bytes, a fraction of the time).
     """
+    with plots.figure_cache(figure_cache):
+        return _render_site(out_dir, tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims,
+                            curves=curves, scale=scale, broken_plugins=broken_plugins, generated_at=generated_at,
+                            history=history, snakemake_report=snakemake_report, run_pages=run_pages,
+                            records=records, benchmarks=benchmarks)
+
+
+def _render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataFrame, metrics: pd.DataFrame,
+                 failures: pd.DataFrame, claims: Sequence[Mapping[str, Any]], curves: Mapping[str, Any],
+                 scale: str, broken_plugins: Sequence[Any], generated_at: datetime | str | None,
+                 history: pd.DataFrame | None, snakemake_report: str | None, run_pages: bool,
+                 records: Mapping[str, dict] | None, benchmarks: str | Path | None) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     site = _Site(tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims, curves=curves,
@@ -1006,10 +1020,10 @@ def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataF
 def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_path: str | Path | None,
                          *, generated_at: datetime | str | None = None,
                          tasks: Mapping[str, Any] | None = None, run_pages: bool = True,
-                         benchmarks: str | Path | None = None) -> list[Path]:
+                         benchmarks: str | Path | None = None, figure_cache: str | Path | None = None) -> list[Path]:
     """Pull the frames for ``scale`` from the registry, the claims from ``claims_path``
     (missing file: no verdicts yet, claims show as not evaluated) and the tasks from the
-    installed plugins, then :func:`render_site` (``benchmarks``: see there)."""
+    installed plugins, then :func:`render_site` (``benchmarks``, ``figure_cache``: see there)."""
     from harness.plugins import discover
 
     if tasks is None:
@@ -1040,7 +1054,8 @@ def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_
     history = registry.metrics(scale=scale, current_only=False)
     return render_site(out_dir, tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims,
                        curves=curves, scale=scale, broken_plugins=broken, generated_at=generated_at,
-                       history=history, run_pages=run_pages, records=records, benchmarks=benchmarks)
+                       history=history, run_pages=run_pages, records=records, benchmarks=benchmarks,
+                       figure_cache=figure_cache)
 
 
 def default_benchmarks() -> Path | None:
