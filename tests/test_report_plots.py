@@ -29,10 +29,25 @@ def test_a_cached_render_draws_nothing_and_writes_the_same_bytes(tmp_path, monke
     drawn = _count_draws(monkeypatch)
     first = _render(tmp_path / "a", tmp_path, cache)
     n_first = len(drawn)
-    assert n_first >= 2 and len(list(cache.glob("*.svg"))) == n_first  # the effect plot and curve plots
+    # the effect plot, the curve plots, and one file for the task's own figures
+    assert n_first >= 2 and len(list(cache.glob("*.svg"))) == n_first + 1
     second = _render(tmp_path / "b", tmp_path, cache)
     assert len(drawn) == n_first  # nothing drawn again
     assert first == second == fresh
+
+
+def test_task_figures_are_computed_once_for_the_same_runs_and_task_files(tmp_path, monkeypatch):
+    calls = []
+    task = write_task(tmp_path / "tasks" / "toyrep")
+    real = type(task).figures
+    monkeypatch.setattr(type(task), "figures", lambda self, runs, scale: calls.append(len(runs)) or real(self, runs, scale))
+    cache = tmp_path / "cache"
+    a = _render(tmp_path / "a", tmp_path, cache, tasks={"toyrep": task})
+    b = _render(tmp_path / "b", tmp_path, cache, tasks={"toyrep": task})
+    assert len(calls) == 1 and a == b
+    (tmp_path / "tasks" / "toyrep" / "helper.py").write_text("X = 1\n")  # the task's code changed
+    _render(tmp_path / "c", tmp_path, cache, tasks={"toyrep": task})
+    assert len(calls) == 2
 
 
 def test_changed_data_is_drawn_again_and_unused_files_are_removed(tmp_path, monkeypatch):

@@ -98,34 +98,41 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"no cache key for {type(x).__name__}")
 
 
+def cached_text(kind: str, key: Any, compute) -> str | None:
+    """``compute()`` (text or None), or the text an earlier call with equal ``(kind, key)`` stored
+    in the active :func:`figure_cache` folder. ``key``: JSON-able (numpy scalars allowed); any other
+    key, or no active cache, computes without caching. None is never stored."""
+    state = _CACHE.get()
+    if state is None:
+        return compute()
+    folder, used = state
+    try:
+        text = json.dumps([kind, _code_version(), key], sort_keys=True, default=_plain)
+    except (TypeError, ValueError):
+        return compute()
+    name = hashlib.sha256(text.encode()).hexdigest()[:40] + ".svg"
+    try:
+        value = (folder / name).read_text(encoding="utf-8")
+    except OSError:
+        value = compute()
+        if value is None:
+            return None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".svg")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value)
+            os.replace(tmp, folder / name)
+        except OSError:  # a read-only results folder: compute every time
+            return value
+    used.add(name)
+    return value
+
+
 def _cached(fn):
     @functools.wraps(fn)
     def wrapper(*args: Any) -> str | None:
-        state = _CACHE.get()
-        if state is None:
-            return fn(*args)
-        folder, used = state
-        try:
-            key = json.dumps([fn.__name__, _code_version(), args], sort_keys=True, default=_plain)
-        except (TypeError, ValueError):
-            return fn(*args)
-        name = hashlib.sha256(key.encode()).hexdigest()[:40] + ".svg"
-        try:
-            svg = (folder / name).read_text(encoding="utf-8")
-        except OSError:
-            svg = fn(*args)
-            if svg is None:
-                return None
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".svg")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(svg)
-                os.replace(tmp, folder / name)
-            except OSError:  # a read-only results folder: draw every time
-                return svg
-        used.add(name)
-        return svg
+        return cached_text(fn.__name__, args, lambda: fn(*args))
 
     return wrapper
 

@@ -15,6 +15,7 @@ CI of a mean over seeds, ``tied_with_best`` for statistical ties); verdicts come
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -593,7 +594,7 @@ class _Site:
         pub_rest = [p for i, p in enumerate(published) if i not in matched_pub]
         figures, figure_error = [], None
         try:
-            for title, svg in task.figures(runs.reset_index(drop=True), self.scale) or []:
+            for title, svg in _task_figures(task, runs.reset_index(drop=True), self.scale):
                 figures.append({"title": title, "svg": Markup(svg)})
         except Exception as e:  # noqa: BLE001 - one task's figure bug must not hide the report
             figure_error = f"{type(e).__name__}: {e}"
@@ -785,6 +786,25 @@ def _sort_seed(x: Any) -> tuple:
 # of the distinct finite values in ascending order of the value, then "—" for none, so a code is
 # the rank the page sorts by: the order of the old table's data-value sort, without sending the
 # numbers. Texts are formatted here, so the page prints numbers exactly as every other page does.
+
+def _task_figures(task: Any, runs: pd.DataFrame, scale: str) -> list[tuple[str, str]]:
+    """``task.figures(runs, scale)``, through the plot cache (a figure is a function of the task's
+    files, the scale and its runs: keyed by the bytes of the task's sources and a hash of the frame)."""
+    def compute() -> str:
+        return json.dumps([[str(t), str(svg)] for t, svg in task.figures(runs, scale) or []])
+
+    try:
+        h = hashlib.sha256()
+        root = Path(task.root)
+        for p in sorted(root.rglob("*")):
+            if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+        frame = pd.util.hash_pandas_object(runs.astype(str), index=False).to_numpy().tobytes()
+        key = [str(task.config.name), h.hexdigest(), hashlib.sha256(frame).hexdigest(), scale, list(map(str, runs.columns))]
+    except (AttributeError, OSError, TypeError, ValueError):  # no root folder: no cache
+        key = object()
+    return [tuple(x) for x in json.loads(plots.cached_text("task_figures", key, compute))]
+
 
 def _per_unique(values: pd.Series, fn) -> pd.Series:
     """``values.map(fn)``, calling ``fn`` once per distinct value (few distinct, many rows)."""
