@@ -26,18 +26,23 @@ Tables (``schema_version`` 3, kept in ``meta``; older registries are migrated fo
 ``ingested_files`` (path, size, mtime_ns) of every record file indexed (schema 3).
 
 Ingest is idempotent and safe under concurrent writers: records are inserted
-:data:`INGEST_BATCH` files per transaction, one ``INSERT ... ON CONFLICT DO NOTHING
-RETURNING`` per table and batch (the dialect's own insert), so a record already present is
-left as it was (the first ingested copy of a run_id wins; run records are immutable, so
-copies are equal). A file whose (absolute path, size, mtime) is in ``ingested_files`` is
-counted as present without being read: re-ingesting a results folder costs a directory
-walk. A file that changes (a rerun replaces it) is read again.
+:data:`INGEST_BATCH` files per transaction with ``ON CONFLICT DO NOTHING``, so a record already
+present is left as it was (the first ingested copy of a run_id wins; run records are immutable, so
+copies are equal). A file whose (absolute path, size, mtime) is in ``ingested_files`` is counted as
+present without being opened (one set lookup): re-ingesting a results folder costs a directory walk
+and a stat per file. A file that changes (a rerun replaces it) is read again. A batch's runs, their
+metrics and its files' ``ingested_files`` rows commit together: an ingest killed midway leaves a
+consistent registry, and the next ingest reads just the files of the batches that did not commit.
+Records are parsed and written through orjson when it is installed (the same values as json; see
+:func:`_read_record_file`); on SQLite the rows go straight to the driver (one prepared
+statement per table and batch).
 
 "Current" runs: a run key is (task, scale, benchmark, variant, seed). Reruns at a new
 commit get a new run_id (the code hash is part of it); all of them stay in ``runs``,
 and queries with ``current_only=True`` show, per key, the one with the latest
 ``finished_at`` (ties: latest ``ingested_at``, then ``run_id``), chosen in SQL (a window
-function over the key, on ``finished_ts``, the time as seconds since the epoch).
+function over the key, on ``finished_ts``, the time as seconds since the epoch), from the index
+``ix_runs_latest`` alone; only the chosen runs' rows are read.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import operator
 import os
 import time
 from pathlib import Path
@@ -54,9 +60,14 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from harness.config import ConfigError, canonical_json
+from harness.config import ConfigError, _jsonable, canonical_json
 from harness.record import SCHEMA_VERSION as RECORD_SCHEMA_VERSION
 from harness.record import read_record
+
+try:  # optional: parses and writes records ~5x faster than json (installed with dvc, a dependency)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - then the json module does it all
+    _orjson = None
 
 #: Version of the registry's table layout (stored in ``meta``); older registries are migrated
 #: forward on first use (:data:`MIGRATIONS`).
@@ -76,7 +87,7 @@ meta_table = sa.Table(
 runs_table = sa.Table(
     "runs", metadata,
     sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("task", sa.String(128), nullable=False, index=True),
+    sa.Column("task", sa.String(128), nullable=False),
     sa.Column("task_version", sa.String(64)),
     sa.Column("method", sa.String(128)),
     sa.Column("variant", sa.Text, nullable=False),
@@ -105,8 +116,23 @@ runs_table = sa.Table(
     # Schema 3: finished_at as seconds since the epoch (NULL when missing), so the latest run per
     # key is chosen in SQL whatever the timestamps' offsets.
     sa.Column("finished_ts", sa.Float),
-    sa.Index("ix_runs_key", "task", "scale", "benchmark", "variant", "seed"),
 )
+
+# The latest run per key, from the index alone: the run key, then the order that picks the latest
+# (:meth:`Registry._runs_query`), then what a query needs of the runs it does not return (status,
+# ingested_at). It also serves every query by task (its first column), so it replaces the index on
+# ``task`` and the run-key index of schema 3 (:func:`_ensure_indexes` swaps them in older registries).
+ix_runs_latest = sa.Index(
+    "ix_runs_latest", runs_table.c.task, runs_table.c.scale, runs_table.c.benchmark, runs_table.c.variant,
+    runs_table.c.seed, runs_table.c.finished_ts.desc(), runs_table.c.ingested_at.desc(), runs_table.c.run_id.desc(),
+    runs_table.c.status,
+)
+#: Indexes of older layouts that :data:`ix_runs_latest` makes redundant (each is a prefix of it).
+_OLD_RUNS_INDEXES = ("ix_runs_key", "ix_runs_task")
+#: Revision of the index set (``meta`` key ``indexes``). Indexes are not part of the schema version:
+#: an older harness reads a registry with other indexes unchanged, so adding one needs no migration
+#: (and no version that older harnesses would refuse); :func:`_ensure_indexes` brings them up to date.
+INDEXES_REVISION = "1"
 
 metrics_table = sa.Table(
     "metrics", metadata,
@@ -183,8 +209,24 @@ def _migrate_2_to_3(conn) -> None:
 #: ``{v: f}``: ``f(conn)`` takes a registry of schema ``v`` to ``v + 1`` inside one transaction.
 MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
-#: Record files read, parsed and written per transaction by :meth:`Registry.ingest_dir`.
-INGEST_BATCH = 500
+
+def _ensure_indexes(conn) -> None:
+    """Bring the indexes of ``runs`` to :data:`INDEXES_REVISION` (idempotent): drop those that
+    :data:`ix_runs_latest` replaces, create the missing ones, record the revision in ``meta``."""
+    for name in _OLD_RUNS_INDEXES:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
+    for ix in runs_table.indexes:
+        ix.create(conn, checkfirst=True)
+    got = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "indexes")).scalar()
+    if got is None:
+        conn.execute(meta_table.insert().values(key="indexes", value=INDEXES_REVISION))
+    elif got != INDEXES_REVISION:
+        conn.execute(meta_table.update().where(meta_table.c.key == "indexes").values(value=INDEXES_REVISION))
+
+
+#: Record files read and parsed per transaction by :meth:`Registry.ingest_dir` (their rows are
+#: written with one executemany per table).
+INGEST_BATCH = 5000
 
 # Column order and dtypes of the frames (also for empty results).
 _RUN_SCALARS = [c.name for c in runs_table.columns
@@ -295,12 +337,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+# canonical_json's encoder, built once (json.dumps builds one per call: a third of its cost on a small dict)
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False, default=_jsonable).encode
+
+_NOT_MAPPINGS = frozenset({str, int, float, bool, list, type(None)})
+
+
 def _dig(d: Mapping[str, Any] | None, *paths: str) -> Any:
     """The first non-None value among dotted ``paths`` of a nested mapping."""
     for path in paths:
         cur: Any = d
         for part in path.split("."):
-            if not isinstance(cur, Mapping) or part not in cur:
+            # (type() first: isinstance against typing.Mapping costs a microsecond per call)
+            t = type(cur)
+            if t is not dict and (t in _NOT_MAPPINGS or not isinstance(cur, Mapping)) or part not in cur:
                 cur = None
                 break
             cur = cur[part]
@@ -310,6 +360,8 @@ def _dig(d: Mapping[str, Any] | None, *paths: str) -> Any:
 
 
 def _float(v: Any) -> float | None:
+    if v is None:
+        return None
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -339,7 +391,7 @@ _REQUIRED = ("run_id", "task", "variant", "benchmark", "seed", "scale", "status"
 
 
 def _check_record(rec: Any, where: str) -> None:
-    if not isinstance(rec, Mapping):
+    if not (type(rec) is dict or isinstance(rec, Mapping)):
         raise ConfigError(f"{where}: a run record must be a JSON object")
     if rec.get("schema_version") != RECORD_SCHEMA_VERSION:
         raise ConfigError(f"{where}: not a schema_version {RECORD_SCHEMA_VERSION} run record")
@@ -365,6 +417,58 @@ def _provenance_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
 def failure_id(rec: Mapping[str, Any]) -> str:
     """Content id of a failure record: sha256 of its canonical JSON, first 16 hex digits."""
     return hashlib.sha256(canonical_json(rec).encode()).hexdigest()[:16]
+
+
+# orjson reads an integer beyond 64 bits as a float (json: an exact int): text with 19 digits in a row
+# (anywhere, strings included: rare, and only slower) is read by json. A translate to digit / other and
+# a find: a tenth of what a regex costs on a record.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_19_DIGITS = b"0" * 19
+
+
+def _orjson_safe(data: bytes) -> bool:
+    return _orjson is not None and data.translate(_DIGITS_ONLY).find(_19_DIGITS) < 0
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads(text)``, through orjson when it gives the same value (orjson refuses NaN and
+    Infinity, which json reads: those texts go to json, as does any text orjson refuses)."""
+    data = text.encode()
+    if _orjson_safe(data):
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+def _read_record_file(path: str) -> tuple[dict[str, Any], str | None]:
+    """A record file's record (as :func:`harness.record.read_record` reads it, with its errors), and
+    its compact JSON with sorted keys for ``record_json`` when that came cheap (None: the caller
+    serialises the record with :func:`canonical_json`). Through orjson when installed: it cannot
+    hold NaN or infinities (orjson refuses them, so such a file goes the json way and
+    :func:`canonical_json` rejects it as before); it may spell numbers (``1e-5``) and non-ASCII
+    text differently from json, with the same meaning: ``record_json`` is read back by parsing, never
+    compared as bytes."""
+    fd = os.open(path, os.O_RDONLY)  # (a third of what open() + read() cost, per small file)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if _orjson_safe(data):
+        try:
+            rec = _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            rec = None
+        if type(rec) is dict and rec.get("schema_version") == RECORD_SCHEMA_VERSION and "run_id" in rec:
+            try:
+                return rec, _orjson.dumps(rec, option=_orjson.OPT_SORT_KEYS).decode()
+            except _orjson.JSONEncodeError:  # pragma: no cover - nested deeper than orjson writes
+                return rec, None
+    return read_record(Path(path)), None  # json: the same record, or read_record's error
 
 
 class Registry:
@@ -414,6 +518,9 @@ class Registry:
         """Create tables and the meta row, once; safe when several processes race."""
         if self._ready:
             return
+        if self._up_to_date():
+            self._ready = True
+            return
         last: Exception | None = None
         for attempt in range(8):
             try:
@@ -439,6 +546,7 @@ class Registry:
                     metadata.create_all(conn, checkfirst=True)
                     conn.execute(self._insert(meta_table).values(
                         key="schema_version", value=str(REGISTRY_SCHEMA_VERSION)).on_conflict_do_nothing())
+                    _ensure_indexes(conn)
                 self._ready = True
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
@@ -446,6 +554,18 @@ class Registry:
                 last = e
                 time.sleep(0.05 * (attempt + 1))
         raise ConfigError(f"{self!r}: cannot create the registry tables: {last}") from last
+
+    def _up_to_date(self) -> bool:
+        """Whether the registry exists at this schema version and index revision (one read, no
+        write: opening a registry to query it takes no write lock). ``meta`` gets its rows in the
+        transaction that creates or migrates the tables, so they say the tables are there."""
+        try:
+            with self.engine.connect() as conn:
+                got = dict(conn.execute(sa.select(meta_table.c.key, meta_table.c.value).where(
+                    meta_table.c.key.in_(["schema_version", "indexes"]))).tuples().all())
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no meta table yet
+            return False
+        return got.get("schema_version") == str(REGISTRY_SCHEMA_VERSION) and got.get("indexes") == INDEXES_REVISION
 
     def _insert(self, table: sa.Table):
         if self.dialect == "sqlite":
@@ -469,43 +589,35 @@ class Registry:
             raise ConfigError(f"{where}: malformed run record ({type(e).__name__}: {e}). "
                               "Delete it and rerun that run.") from None
         self._ensure()
-        return self._write_batch([(rec, rows)], [])[0]
+        return self._write_batch([(rec["status"], rows)], [])[0]
 
-    def _write_batch(self, items: list[tuple[Mapping[str, Any], tuple]], files: list[dict[str, Any]]) -> list[bool]:
-        """Insert the rows of many records in one transaction (one executemany per table, with
-        ``ON CONFLICT DO NOTHING``) and mark ``files`` ({path, size, mtime_ns}) as indexed.
+    def _write_batch(self, items: list[tuple[str, tuple]], files: list[dict[str, Any]]) -> list[bool]:
+        """Insert the rows of many records (``(status, rows)``, :meth:`_rows`) in one transaction
+        (``ON CONFLICT DO NOTHING``) and mark ``files`` ({path, size, mtime_ns}) as indexed.
         Returns, per item, whether it was new (the first copy of a run_id or failure_id)."""
-        run_rows = [rows[0] for rec, rows in items if rec["status"] != "failed"]
-        fail_rows = [rows[0] for rec, rows in items if rec["status"] == "failed"]
+        run_rows = [rows[0] for status, rows in items if status != "failed"]
+        fail_rows = [rows[0] for status, rows in items if status == "failed"]
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    # RETURNING yields a row only when it was inserted (rowcount is -1 under
-                    # psycopg 3, so it cannot tell new from existing portably).
-                    new_runs: set[str] = set()
-                    new_fails: set[str] = set()
-                    if run_rows:
-                        got = conn.execute(self._insert(runs_table).on_conflict_do_nothing()
-                                           .returning(runs_table.c.run_id), run_rows)
-                        new_runs = set(got.scalars())
-                    if fail_rows:
-                        got = conn.execute(self._insert(failures_table).on_conflict_do_nothing()
-                                           .returning(failures_table.c.failure_id), fail_rows)
-                        new_fails = set(got.scalars())
+                    new_runs = self._insert_new(conn, runs_table, run_rows, "run_id")
+                    new_fails = self._insert_new(conn, failures_table, fail_rows, "failure_id")
                     flags, metric_rows = [], []
-                    for rec, (row, mrows) in items:
-                        pending = new_fails if rec["status"] == "failed" else new_runs
-                        key = row["failure_id"] if rec["status"] == "failed" else row["run_id"]
+                    for status, (row, mrows) in items:
+                        pending = new_fails if status == "failed" else new_runs
+                        key = row["failure_id"] if status == "failed" else row["run_id"]
                         new = key in pending
                         pending.discard(key)  # a second copy in the same batch is not new
                         flags.append(new)
                         if new:
                             metric_rows.extend(mrows)
                     if metric_rows:
-                        conn.execute(self._insert(metrics_table).on_conflict_do_nothing(), metric_rows)
+                        # in primary-key order: each index page is visited once per batch
+                        metric_rows.sort(key=lambda m: (m["run_id"], m["name"]))
+                        self._executemany(conn, self._insert(metrics_table).on_conflict_do_nothing(), metric_rows)
                     if files:
                         ins = self._insert(files_table)
-                        conn.execute(ins.on_conflict_do_update(
+                        self._executemany(conn, ins.on_conflict_do_update(
                             index_elements=[files_table.c.path],
                             set_={"size": ins.excluded.size, "mtime_ns": ins.excluded.mtime_ns}), files)
                     return flags
@@ -516,8 +628,57 @@ class Registry:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _rows(rec: Mapping[str, Any], path: str | Path | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The table rows of one record: (failure row, []) or (runs row, metric rows)."""
+    def _driver_sql(conn, stmt, row: Mapping[str, Any]) -> tuple[str, list[str] | None]:
+        """``stmt`` (an insert of ``row``'s keys) compiled once for this connection's dialect:
+        (SQL text, parameter names in positional order; None for a named paramstyle)."""
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(row))
+        return compiled.string, (list(compiled.positiontup) if compiled.positional else None)
+
+    def _executemany(self, conn, stmt, rows: list[dict[str, Any]]) -> None:
+        """``conn.execute(stmt, rows)``; on SQLite straight through the driver's executemany, the
+        statement compiled once and each row a tuple (SQLAlchemy would build and type-process
+        every row's parameters in Python: most of an ingest's time, at 100k records). The values
+        are plain str / int / float / bool / None, which sqlite3 binds as SQLAlchemy would."""
+        if self.dialect != "sqlite":
+            conn.execute(stmt, rows)
+            return
+        sql, names = self._driver_sql(conn, stmt, rows[0])
+        cur = conn.connection.cursor()  # the DBAPI connection of this transaction
+        try:
+            cur.executemany(sql, [tuple([r[n] for n in names]) for r in rows])
+        finally:
+            cur.close()
+
+    def _insert_new(self, conn, table: sa.Table, rows: list[dict[str, Any]], key: str) -> set[str]:
+        """Insert ``rows`` with ``ON CONFLICT DO NOTHING``; the ``key`` values of those inserted (a
+        row already present, or a second copy in ``rows``, is not)."""
+        if not rows:
+            return set()
+        stmt = self._insert(table).on_conflict_do_nothing()
+        if self.dialect != "sqlite":
+            # RETURNING yields a row only when it was inserted (rowcount is -1 under psycopg 3 for
+            # an executemany, so it cannot tell new from existing); batched by SQLAlchemy.
+            return set(conn.execute(stmt.returning(table.c[key]), rows).scalars())
+        # SQLite: one prepared statement, executed row by row by the driver; its rowcount (changes())
+        # says whether that row was inserted. The transaction holds the write lock from the first row.
+        sql, names = self._driver_sql(conn, stmt, rows[0])
+        new: set[str] = set()
+        cur = conn.connection.cursor()
+        try:
+            for r in rows:
+                cur.execute(sql, tuple([r[n] for n in names]))
+                if cur.rowcount == 1:
+                    new.add(r[key])
+        finally:
+            cur.close()
+        return new
+
+    @staticmethod
+    def _rows(rec: Mapping[str, Any], path: str | Path | None,
+              record_json: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The table rows of one record: (failure row, []) or (runs row, metric rows).
+        ``record_json``: the record as compact sorted-key JSON already (:func:`_read_record_file`);
+        then ``config_json`` and ``info_json`` are written the same way (both are only parsed)."""
         now = _now()
         timings = rec.get("timings") or {}
         prov = _provenance_fields(rec)
@@ -546,13 +707,19 @@ class Registry:
             "peak_rss_mb": _float(memory.get("peak_rss_mb")), "peak_gpu_mb": _float(memory.get("peak_gpu_mb")),
             "device": rec.get("device"), **prov,
             "code_hash": rec.get("code_hash"),
-            "data_hash": canonical_json(rec.get("data_hashes") or {}),
-            "config_json": canonical_json(rec.get("config") or {}),
-            "info_json": canonical_json(rec.get("info") or {}),
+            "data_hash": _canonical(rec.get("data_hashes") or {}),  # a frame column: canonical_json's bytes
             "record_path": path_s,
-            "record_json": canonical_json(rec),
             "ingested_at": now,
         }
+        if record_json is not None:
+            dumps = _orjson.dumps
+            row["config_json"] = dumps(rec.get("config") or {}, option=_orjson.OPT_SORT_KEYS).decode()
+            row["info_json"] = dumps(rec.get("info") or {}, option=_orjson.OPT_SORT_KEYS).decode()
+            row["record_json"] = record_json
+        else:
+            row["config_json"] = canonical_json(rec.get("config") or {})
+            row["info_json"] = canonical_json(rec.get("info") or {})
+            row["record_json"] = canonical_json(rec)
         metric_rows = []
         seen = set()
         for m in rec.get("metrics") or []:
@@ -569,78 +736,65 @@ class Registry:
                                 "higher_is_better": bool(m.get("higher_is_better", True))})
         return row, metric_rows
 
-    def _seen_files(self, paths: list[str] | None) -> dict[str, tuple[int, int]]:
-        """``{path: (size, mtime_ns)}`` of the indexed files (all, or those of ``paths``)."""
-        out: dict[str, tuple[int, int]] = {}
+    def _seen_files(self, keys: list[str] | None) -> set[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of the indexed files (all, or those at ``keys``)."""
+        q = sa.select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns)
         with self.engine.connect() as conn:
-            if paths is None:
-                q = sa.select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns)
-                out.update((r[0], (r[1], r[2])) for r in conn.execute(q))
-            else:
-                for i in range(0, len(paths), 500):
-                    q = sa.select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns).where(
-                        files_table.c.path.in_(paths[i:i + 500]))
-                    out.update((r[0], (r[1], r[2])) for r in conn.execute(q))
+            if keys is None:  # (plain tuples: hashing 100k Row objects costs a second)
+                return set(map(tuple, conn.execute(q).all()))
+            out: set[tuple[str, int, int]] = set()
+            for i in range(0, len(keys), 500):
+                out.update(map(tuple, conn.execute(q.where(files_table.c.path.in_(keys[i:i + 500]))).all()))
         return out
 
-    def _ingest_files(self, paths: Iterable[str | Path], stats: list[tuple[int, int]] | None = None,
-                      all_seen: bool = False) -> IngestSummary:
-        """Index record files, :data:`INGEST_BATCH` per transaction. A file indexed before with the
-        same (path, size, mtime) is counted as present without being read; ``stats`` are the
-        files' (size, mtime_ns) when the caller has them already."""
+    def _ingest_files(self, files: list[tuple[str, str, int, int]], all_seen: bool = False) -> IngestSummary:
+        """Index record files, :data:`INGEST_BATCH` per transaction. ``files``: (path as given,
+        absolute path, size, mtime_ns; size -1 when unknown). A file indexed before with the same
+        (absolute path, size, mtime) is counted as present without being opened (one set lookup)."""
         self._ensure()
-        paths = [Path(p) for p in paths]
-        keys = [os.path.abspath(p) for p in paths]
-        if stats is None:
-            stats = []
-            for p in paths:
-                try:
-                    st = p.stat()
-                    stats.append((st.st_size, st.st_mtime_ns))
-                except OSError:
-                    stats.append((-1, -1))
-        seen = self._seen_files(None if all_seen else keys)
+        seen = self._seen_files(None if all_seen else [f[1] for f in files])
         n_new = n_existing = 0
         errors: list[str] = []
-        items: list[tuple[Mapping[str, Any], tuple]] = []
-        files: list[dict[str, Any]] = []
+        # (status, rows) only: a parsed record is freed as soon as its rows are built (holding a batch
+        # of them made the garbage collector walk them all, again and again: +150% parse time)
+        items: list[tuple[str, tuple]] = []
+        done: list[dict[str, Any]] = []
 
         def flush() -> None:
             nonlocal n_new, n_existing
-            if items or files:
-                flags = self._write_batch(items, files)
+            if items or done:
+                flags = self._write_batch(items, done)
                 n_new += sum(flags)
                 n_existing += len(flags) - sum(flags)
             items.clear()
-            files.clear()
+            done.clear()
 
-        for p, key, st in zip(paths, keys, stats):
-            if st[0] >= 0 and seen.get(key) == st:
+        for path, key, size, mtime_ns in files:
+            if size >= 0 and (key, size, mtime_ns) in seen:
                 n_existing += 1
                 continue
             try:
-                rec = read_record(p)
+                rec, blob = _read_record_file(path)
             except FileNotFoundError:
                 continue  # replaced or removed while we scanned: nothing to index
             except ConfigError as e:
                 errors.append(str(e))
-                self._index_unreadable(p, str(e))
+                self._index_unreadable(Path(path), str(e))
                 continue
-            where = str(p)
             try:
-                _check_record(rec, where)
+                _check_record(rec, path)
                 try:
-                    rows = self._rows(rec, p)
+                    rows = self._rows(rec, path, blob)
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    raise ConfigError(f"{where}: malformed run record ({type(e).__name__}: {e}). "
+                    raise ConfigError(f"{path}: malformed run record ({type(e).__name__}: {e}). "
                                       "Delete it and rerun that run.") from None
             except ConfigError as e:
                 errors.append(str(e))
-                self._index_unreadable(p, str(e))
+                self._index_unreadable(Path(path), str(e))
                 continue
-            items.append((rec, rows))
-            if st[0] >= 0:
-                files.append({"path": key, "size": st[0], "mtime_ns": st[1]})
+            items.append((rec["status"], rows))
+            if size >= 0:
+                done.append({"path": key, "size": size, "mtime_ns": mtime_ns})
             if len(items) >= INGEST_BATCH:
                 flush()
         flush()
@@ -708,7 +862,16 @@ class Registry:
         Every readable file is ingested; if any could not be, an :class:`IngestError`
         (a ConfigError naming each bad file, with the counts attached) is raised at the end.
         """
-        s = self._ingest_files(paths)
+        files = []
+        for p in paths:
+            p = Path(p)
+            try:
+                st = p.stat()
+                size, mtime_ns = st.st_size, st.st_mtime_ns
+            except OSError:
+                size = mtime_ns = -1
+            files.append((str(p), os.path.abspath(p), size, mtime_ns))
+        s = self._ingest_files(files)
         if s.errors:
             raise IngestError(s.errors, s.n_new, s.n_existing)
         return s.n_new, s.n_existing
@@ -723,8 +886,7 @@ class Registry:
         decides how loudly to report it.
         """
         root = Path(results_dir) if results_dir is not None else self.results_dir
-        found = _record_files_stat(root)
-        return self._ingest_files([f[0] for f in found], [(f[1], f[2]) for f in found], all_seen=True)
+        return self._ingest_files(_record_files_stat(root), all_seen=True)
 
     # -- merge ----------------------------------------------------------------------------
     def _stored_metrics(self, conn, run_id: str) -> dict[str, Any] | None:
@@ -836,35 +998,45 @@ class Registry:
         return sorted((v[1] for v in best.values()), key=lambda r: r["run_id"])
 
     def _runs_query(self, task, scale, status, current_only, with_json: bool = True, limit: int | None = None):
-        """The SELECT of :meth:`runs`: the latest run per key chosen in SQL (a window over the run
-        key ordered by finished_ts, ingested_at, run_id, as :meth:`_latest_per_key` does) before
-        the status filter (a newer diverged rerun hides an older ok one); sorted by key."""
-        cols = [runs_table.c[c] for c in _RUN_SCALARS]
+        """The SELECT of :meth:`runs`, sorted by key: the latest run per key chosen in SQL (a window
+        over the run key ordered by finished_ts, ingested_at, run_id, as :meth:`_latest_per_key`
+        does) before the status filter (a newer diverged rerun hides an older ok one).
+
+        The choice, the status filter, the order and ``limit`` run on :data:`ix_runs_latest` alone
+        (every column they need is in it, in the window's order: no sort); only the chosen runs' rows
+        are then read (by run_id): a query reads the rows it returns, not their superseded ones."""
+        t = runs_table
+        cols = [t.c[c] for c in _RUN_SCALARS]
         if with_json:
-            cols += [runs_table.c.config_json, runs_table.c.info_json]
+            cols += [t.c.config_json, t.c.info_json]
         conds = []
         if task is not None:
-            conds.append(runs_table.c.task == task)
+            conds.append(t.c.task == task)
         if scale is not None:
-            conds.append(runs_table.c.scale == scale)
-        if current_only:
-            rank = sa.func.row_number().over(
-                partition_by=[runs_table.c[c] for c in RUN_KEY],
-                order_by=[runs_table.c.finished_ts.desc().nulls_last(), runs_table.c.ingested_at.desc(),
-                          runs_table.c.run_id.desc()]).label("rank_in_key")
-            inner = sa.select(*cols, rank).where(*conds).subquery()
-            src = inner.c
-            q = sa.select(*[src[c.name] for c in cols]).where(src.rank_in_key == 1)
-        else:
-            src = runs_table.c
+            conds.append(t.c.scale == scale)
+        wanted = None if status is None else ([status] if isinstance(status, str) else list(status))
+        if not current_only:
             q = sa.select(*cols).where(*conds)
-        if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            q = q.where(src.status.in_(wanted))
-        q = q.order_by(*[src[c] for c in RUN_KEY], src.finished_at, src.run_id)
+            if wanted is not None:
+                q = q.where(t.c.status.in_(wanted))
+            q = q.order_by(*[t.c[c] for c in RUN_KEY], t.c.finished_at, t.c.run_id)
+            return q if limit is None else q.limit(limit)
+        key = [t.c[c] for c in RUN_KEY]
+        rank = sa.func.row_number().over(
+            partition_by=key,
+            order_by=[t.c.finished_ts.desc().nulls_last(), t.c.ingested_at.desc(), t.c.run_id.desc()]).label("rank_in_key")
+        # (SQLite's window costs per column carried: only what the filter and the order need)
+        ranked = sa.select(t.c.run_id, *key, *([t.c.status] if wanted is not None else []), rank).where(
+            *conds).subquery("ranked")
+        pick = sa.select(ranked.c.run_id, *[ranked.c[c] for c in RUN_KEY]).where(ranked.c.rank_in_key == 1)
+        if wanted is not None:
+            pick = pick.where(ranked.c.status.in_(wanted))
         if limit is not None:
-            q = q.limit(limit)
-        return q
+            pick = pick.order_by(*[ranked.c[c] for c in RUN_KEY]).limit(limit)
+        chosen = pick.subquery("chosen")
+        # one run per key: the key alone orders them (as key, finished_at, run_id did)
+        return (sa.select(*cols).select_from(chosen.join(t, t.c.run_id == chosen.c.run_id))
+                .order_by(*[chosen.c[c] for c in RUN_KEY]))
 
     def _runs_rows(self, task, scale, status, current_only, with_json: bool = False,
                    limit: int | None = None) -> list[dict[str, Any]]:
@@ -885,14 +1057,13 @@ class Registry:
         """
         self._ensure()
         with self.engine.connect() as conn:
-            res = conn.execute(self._runs_query(task, scale, status, current_only, True, limit))
-            rows = res.all()
+            rows = conn.execute(self._runs_query(task, scale, status, current_only, True, limit)).all()
         n = len(_RUN_SCALARS)
-        # config and info of every row in two json.loads calls, not two per row
-        configs = json.loads("[" + ",".join(r[n] or "{}" for r in rows) + "]")
-        infos = json.loads("[" + ",".join(r[n + 1] or "{}" for r in rows) + "]")
-        return _frame_cols([list(c) for c in zip(*(r[:n] for r in rows))] if rows else [[] for _ in range(n)],
-                           _RUN_SCALARS, {"config": configs, "info": infos})
+        cols = list(zip(*rows)) if rows else [() for _ in range(n + 2)]
+        # config and info of every row in two parses, not two per row
+        configs = _json_loads("[" + ",".join([c or "{}" for c in cols[n]]) + "]")
+        infos = _json_loads("[" + ",".join([c or "{}" for c in cols[n + 1]]) + "]")
+        return _frame_cols(cols[:n], _RUN_SCALARS, {"config": configs, "info": infos})
 
     def _metrics_for(self, rows: list[dict[str, Any]]):
         by_id = {r["run_id"]: r for r in rows}
@@ -1134,33 +1305,42 @@ def _record_files(root: Path) -> list[Path]:
     return files
 
 
-def _record_files_stat(root: Path) -> list[tuple[str, int, int]]:
-    """``(path, size, mtime_ns)`` of the files :func:`_record_files` lists, in the same order, from
-    one directory walk (no second stat per file)."""
-    out: list[tuple[str, int, int]] = []
+def _record_files_stat(root: Path) -> list[tuple[str, str, int, int]]:
+    """``(path, absolute path, size, mtime_ns)`` of the files :func:`_record_files` lists, in the
+    same order and spelt as ``str()`` of those paths, from one directory walk (one stat per file,
+    no Path object per file)."""
+    base = str(Path(root))  # as Path spells it: no trailing or doubled separators, no "./"
+    prefix = "" if base == "." else os.path.join(base, "")
+    abs_prefix = os.path.join(os.path.abspath(base), "")  # + the part below base = os.path.abspath(path)
+    cut = len(prefix)
+    out: list[tuple[str, str, int, int]] = []
+
+    def walk(d: str) -> None:
+        # Each folder's entries by name, a subfolder's files where its name sorts: the order of
+        # sorted(Path), which compares paths part by part.
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=_ENTRY_NAME)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for e in entries:
+            name = e.name
+            if e.is_dir():
+                walk(e.path)
+            elif name.endswith(".json") and not name.startswith(".") and e.is_file():
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                path = e.path
+                out.append((path, abs_prefix + path[cut:], st.st_size, st.st_mtime_ns))
+
     for sub in ("runs", "history", "failures"):
-        base = os.path.join(str(root), sub)
-        found: list[tuple[str, int, int]] = []
-        stack = [base]
-        while stack:
-            d = stack.pop()
-            try:
-                it = os.scandir(d)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with it:
-                for e in it:
-                    if e.is_dir():
-                        stack.append(e.path)
-                    elif e.name.endswith(".json") and not e.name.startswith(".") and e.is_file():
-                        try:
-                            st = e.stat()
-                        except FileNotFoundError:
-                            continue
-                        found.append((e.path, st.st_size, st.st_mtime_ns))
-        found.sort(key=lambda f: f[0].split(os.sep))  # as sorted(Path) orders them
-        out.extend(found)
+        walk(prefix + sub)
     return out
+
+
+_ENTRY_NAME = operator.attrgetter("name")
 
 
 def _run_key_of_path(path: Path) -> dict[str, Any] | None:
@@ -1210,7 +1390,12 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
                 if "locked" not in str(e) or attempt == 49:
                     raise
                 time.sleep(0.1)
+        # With WAL, a power cut may lose the last committed batches, never consistency (and their files are
+        # not marked indexed with them, so the next ingest reads them again).
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA cache_size=-65536")     # 64 MiB (default 2): a 100k-run registry's indexes fit
+        cur.execute("PRAGMA mmap_size=268435456")   # reads without a copy per page
+        cur.execute("PRAGMA temp_store=MEMORY")     # sorts of the latest-per-key queries
     finally:
         cur.close()
 

@@ -350,8 +350,9 @@ def test_reingest_skips_unchanged_files_and_picks_up_a_changed_one(tmp_path, mon
     write_record(tmp_path, recs[0], history=True)         # a second copy of a run_id: present, not new
     write_record(tmp_path, make_record(variant="better", seed=9, status="failed"))
     reads = []
-    real_read = registry_mod.read_record
-    monkeypatch.setattr(registry_mod, "read_record", lambda p: reads.append(Path(p)) or real_read(p))
+    real_read = registry_mod._read_record_file  # every record file is opened and parsed here
+    monkeypatch.setattr(registry_mod, "_read_record_file", lambda p: reads.append(Path(p)) or real_read(p))
+    monkeypatch.setattr(registry_mod, "read_record", lambda p: pytest.fail("parsed twice"))
     reg = Registry(results_dir=tmp_path)
     assert reg.ingest_dir() == (13, 1, [])
     assert len(reads) == 14
@@ -426,3 +427,158 @@ def test_ls_prints_the_first_rows_without_loading_all(tmp_path, capsys, monkeypa
     assert [ln.split()[0] for ln in lines[1:]] == list(expected["run_id"])
     assert main(["--registry", url, "--results", str(tmp_path), "registry", "ls", "--task", "nope"]) == 0
     assert capsys.readouterr().out.strip() == "no runs"
+
+
+def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_latest_per_key_in_sql_is_the_python_choice_on_ties(tmp_path):
+    """The window in SQL (on finished_ts, ingested_at, run_id, from an index) picks what
+    _latest_per_key picks in Python: the same instant spelt with two offsets, equal ingested_at
+    (then run_id decides), a missing or unparsable finished_at, a newer diverged rerun; with status
+    filters and limits."""
+    reg = Registry(results_dir=tmp_path)
+    recs = []
+    for seed, stamps in enumerate([
+        ["2025-01-01T12:00:00+00:00", "2025-01-01T07:00:00-05:00"],           # the same instant
+        ["2025-01-01T12:00:00+00:00", "2025-01-01T12:00:00+00:00", None],     # an exact tie, and none
+        ["not a time", None],                                                 # nothing to compare
+        ["2025-01-01T12:00:00Z", "2025-01-01T12:00:01+00:00"],               # the later one wins
+    ]):
+        for i, stamp in enumerate(stamps):
+            rec = make_record(seed=seed, commit=f"{i}{seed}" * 20, metrics={"acc": math.nan if i == 1 else 0.5})
+            rec["timings"]["finished_at"] = stamp
+            recs.append(rec)
+    for r in recs:
+        assert reg.ingest_record(r) is True
+    with reg.engine.begin() as conn:  # ties on ingested_at too, for half the runs: run_id decides
+        conn.execute(sa.text("UPDATE runs SET ingested_at = '2025-06-01T00:00:00.000000+00:00' WHERE seed IN (0, 1)"))
+    python_choice = sorted(Registry._latest_per_key(reg._select_runs(None, None)),  # (sorted by run_id)
+                           key=lambda r: (r["benchmark"], r["variant"], r["seed"]))
+    assert list(reg.runs()["run_id"]) == [r["run_id"] for r in python_choice]
+    assert len(python_choice) == 4
+    for status in ("ok", "diverged", ["ok", "diverged"]):
+        wanted = {status} if isinstance(status, str) else set(status)
+        expected = [r["run_id"] for r in python_choice if r["status"] in wanted]
+        assert list(reg.runs(status=status)["run_id"]) == expected
+        for limit in (0, 1, 2, 10):
+            _frames_equal(reg.runs(status=status, limit=limit), reg.runs(status=status).head(limit))
+    for limit in (1, 3):
+        _frames_equal(reg.runs(current_only=False, limit=limit), reg.runs(current_only=False).head(limit))
+    assert list(reg.metrics()["run_id"]) == [r["run_id"] for r in python_choice]
+
+
+def test_runs_frame_is_the_same_through_orjson_and_json(tmp_path, monkeypatch):
+    """Records read through orjson (when installed) and through json give the same frames and
+    records: big integers stay exact, non-ASCII text and exponents round-trip; a file with NaN is
+    the same malformed record either way."""
+    import harness.registry as registry_mod
+
+    rec = make_record(seed=0, config={"lr": 1e-5, "n": 2**70, "name": "naïve ü"}, info={"big": -(2**65), "x": 1e22})
+    other = make_record(seed=1, config={"lr": 0.25, "tag": "日本"})
+    for r in (rec, other):
+        write_record(tmp_path, r)
+    nan = write_record(tmp_path, make_record(seed=2))
+    nan.write_text(nan.read_text().replace('"cpu_s": 1.2', '"cpu_s": NaN'))
+    frames, errors = [], []
+    for use_orjson in (True, False):
+        if not use_orjson:
+            monkeypatch.setattr(registry_mod, "_orjson", None)
+        with Registry(url=f"sqlite:///{tmp_path / f'r{use_orjson}.sqlite'}", results_dir=tmp_path) as reg:
+            s = reg.ingest_dir()
+            assert (s.n_new, len(s.errors)) == (2, 1) and "malformed run record" in s.errors[0]
+            errors.append(s.errors[0])
+            frames.append(reg.runs().drop(columns=["ingested_at"]))
+            assert reg.record(rec["run_id"]) == rec and reg.record(other["run_id"]) == other
+            got = reg.runs()
+            assert got.loc[0, "config"]["n"] == 2**70 and isinstance(got.loc[0, "config"]["n"], int)
+            assert got.loc[0, "info"] == {"big": -(2**65), "x": 1e22}
+    _frames_equal(frames[0], frames[1])
+    assert errors[0] == errors[1]
+
+
+def test_reingest_with_a_relative_results_dir_reads_nothing_and_keeps_paths(tmp_path, monkeypatch):
+    """The absolute path that marks a file indexed is the same from a relative results dir, an
+    absolute one, or one file given by path; record_path stays as the folder was given."""
+    import harness.registry as registry_mod
+
+    monkeypatch.chdir(tmp_path)
+    for r in _grid(n_seeds=2):
+        write_record(tmp_path / "res", r)
+    reg = Registry(url=f"sqlite:///{tmp_path / 'r.sqlite'}", results_dir="./res/")
+    assert reg.ingest_dir().n_new == 8
+    assert all(p.startswith("res/runs/") for p in reg.runs()["record_path"])
+    monkeypatch.setattr(registry_mod, "_read_record_file", lambda p: pytest.fail(f"{p} read again"))
+    assert reg.ingest_dir(tmp_path / "res") == (0, 8, [])
+    assert reg.ingest_dir("res/../res") == (0, 8, [])
+    one = next((tmp_path / "res" / "runs").rglob("seed1.json"))
+    assert reg.ingest_paths([one, one.relative_to(tmp_path)]) == (0, 2)
+
+
+def test_a_crash_mid_ingest_leaves_a_registry_that_a_reingest_completes(tmp_path, monkeypatch):
+    """Each batch is one transaction holding its runs, their metrics and the files marked indexed:
+    a crash between batches loses the unfinished batch whole, and the next ingest reads just its files."""
+    import harness.registry as registry_mod
+
+    monkeypatch.setattr(registry_mod, "INGEST_BATCH", 4)
+    for r in _grid(n_seeds=3):  # 12 runs: 3 batches
+        write_record(tmp_path, r)
+    real = Registry._executemany
+    calls = []
+
+    def crash_in_second_batch(self, conn, stmt, rows):
+        calls.append(len(rows))
+        if len(calls) == 3:  # batch 2: its metrics were written, its files are next
+            raise KeyboardInterrupt("killed")
+        return real(self, conn, stmt, rows)
+
+    monkeypatch.setattr(Registry, "_executemany", crash_in_second_batch)
+    reg = Registry(results_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        reg.ingest_dir()
+    assert (_count(reg, "runs"), _count(reg, "metrics"), _count(reg, "ingested_files")) == (4, 8, 4)
+    monkeypatch.setattr(Registry, "_executemany", real)
+    reads = []
+    real_read = registry_mod._read_record_file
+    monkeypatch.setattr(registry_mod, "_read_record_file", lambda p: reads.append(p) or real_read(p))
+    assert reg.ingest_dir() == (8, 4, [])
+    assert len(reads) == 8
+    assert (_count(reg, "runs"), _count(reg, "metrics"), _count(reg, "ingested_files")) == (12, 24, 12)
+
+
+def test_an_older_registry_gets_the_latest_run_index_without_a_schema_change(tmp_path, monkeypatch):
+    """A schema-3 registry made before ix_runs_latest (run-key and task indexes, no index revision in
+    meta) gets the index on first use, loses the two it replaces, keeps schema_version 3 and its
+    data; a registry already up to date is opened with one read (no create_all, no write)."""
+    import sqlite3
+
+    import harness.registry as registry_mod
+
+    db = tmp_path / "old.sqlite"
+    url = f"sqlite:///{db}"
+    with Registry(url=url, results_dir=tmp_path) as reg:
+        for r in _grid(n_seeds=2):
+            reg.ingest_record(r)
+        expected = reg.runs()
+    con = sqlite3.connect(db)  # back to the layout schema 3 had
+    con.executescript("DROP INDEX ix_runs_latest; DELETE FROM meta WHERE key = 'indexes';"
+                      "CREATE INDEX ix_runs_key ON runs (task, scale, benchmark, variant, seed);"
+                      "CREATE INDEX ix_runs_task ON runs (task);")
+    con.close()
+    with Registry(url=url, results_dir=tmp_path) as reg:
+        _frames_equal(reg.runs(), expected)
+    con = sqlite3.connect(db)
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'"
+                                         " AND name NOT LIKE 'sqlite_%'")}
+    assert indexes == {"ix_runs_latest", "ix_runs_scale", "ix_runs_git_commit"}
+    assert dict(con.execute("SELECT key, value FROM meta")) == {
+        "schema_version": str(REGISTRY_SCHEMA_VERSION), "indexes": registry_mod.INDEXES_REVISION}
+    plan = " ".join(r[-1] for r in con.execute(
+        "EXPLAIN QUERY PLAN SELECT run_id, ingested_at, status, row_number() OVER (PARTITION BY task, scale, "
+        "benchmark, variant, seed ORDER BY finished_ts DESC, ingested_at DESC, run_id DESC) FROM runs WHERE task = 'toy'"))
+    assert "COVERING INDEX ix_runs_latest" in plan, plan  # the choice reads no table page
+    con.close()
+    monkeypatch.setattr(registry_mod.metadata, "create_all", lambda *a, **k: pytest.fail("not up to date?"))
+    with Registry(url=url, results_dir=tmp_path) as reg:
+        _frames_equal(reg.runs(), expected)
