@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ def machine() -> dict[str, Any]:
     except OSError:  # pragma: no cover
         load = None
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": load}
+
+
+def timed(fn):
+    """(wall seconds, CPU seconds of this process, ``fn()``). On a loaded machine the wall time is
+    mostly waiting for a core; the CPU time is what the step itself costs."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def write_result(path: str | Path, doc: dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import machine, write_result
+from _results import machine, timed, write_result
 from factories import make_record, write_record
 from registry_scale import build
 
@@ -93,14 +93,6 @@ def add_failures(root: Path, n: int) -> int:
                           finished=5.0 + i, error=f"synthetic failure {i}: out of memory")
         write_record(root, rec)
     return k
-
-
-def timed(fn):
-    """(wall seconds, CPU seconds of this process, fn's result): on a loaded machine the wall
-    time says as much about the other jobs as about the code; the CPU time is steadier."""
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def browser(binary: str, page: Path, workdir: Path, timeout: float) -> dict:
@@ -165,7 +157,8 @@ def measure(n: int, repeats: int, workdir: Path, binary: str | None, run_pages: 
                 shutil.rmtree(pages_dir, ignore_errors=True)
         runs, metrics, failures = reg.runs(scale="small"), reg.metrics(scale="small"), reg.failures(scale="small")
     env = _environment()
-    common = {"scale": "small", "generated_at": GENERATED_AT, "nav_tasks": [], "snakemake_report": None}
+    common = {"scale": "small", "generated_at": GENERATED_AT, "nav_tasks": [], "snakemake_report": None,
+              "performance_page": False}
     for _ in range(repeats):
         site = _Site(tasks={}, runs=runs, metrics=metrics, failures=failures, claims=[], curves={},
                      scale="small", broken_plugins=(), generated_at=GENERATED_AT)
