@@ -980,18 +980,6 @@ def render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataF
     ``figure_cache``: a folder of this site's own where plots drawn by an earlier render are reused
     (:func:`harness.report.plots.figure_cache`; same bytes, a fraction of the time).
     """
-    with plots.figure_cache(figure_cache):
-        return _render_site(out_dir, tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims,
-                            curves=curves, scale=scale, broken_plugins=broken_plugins, generated_at=generated_at,
-                            history=history, snakemake_report=snakemake_report, run_pages=run_pages,
-                            records=records, benchmarks=benchmarks)
-
-
-def _render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.DataFrame, metrics: pd.DataFrame,
-                 failures: pd.DataFrame, claims: Sequence[Mapping[str, Any]], curves: Mapping[str, Any],
-                 scale: str, broken_plugins: Sequence[Any], generated_at: datetime | str | None,
-                 history: pd.DataFrame | None, snakemake_report: str | None, run_pages: bool,
-                 records: Mapping[str, dict] | None, benchmarks: str | Path | None) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     site = _Site(tasks=tasks, runs=runs, metrics=metrics, failures=failures, claims=claims, curves=curves,
@@ -1012,8 +1000,9 @@ def _render_site(out_dir: str | Path, *, tasks: Mapping[str, Any], runs: pd.Data
               "snakemake_report": snakemake_report, "performance_page": bool(performance and performance["sections"])}
 
     pages: list[tuple[str, str, dict]] = [("index.html", "index.html.j2", site.index_context())]
-    for name in nav_tasks:
-        pages.append((f"task-{name}.html", "task.html.j2", site.task_context(name)))
+    with plots.figure_cache(figure_cache):  # every plot is drawn for a task page
+        for name in nav_tasks:
+            pages.append((f"task-{name}.html", "task.html.j2", site.task_context(name)))
     pages.append(("runs.html", "runs.html.j2", site.runs_context()))
     if common["performance_page"]:
         pages.append(("performance.html", "performance.html.j2", performance))
