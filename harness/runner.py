@@ -401,13 +401,26 @@ def _timings(started: str, t0: float, c0: float, ctx: LocalRunContext) -> dict[s
             "cpu_s": time.process_time() - c0, "resumed_from_step": ctx.resumed_from_step}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM of /proc/self/status where there is one. ru_maxrss is
+    not this program's own: Linux keeps the high-water mark across fork and exec, so a run started
+    by a large process (a pytest session of several GB) reported its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
 def _memory(device: str) -> dict[str, Any]:
-    # Linux: KiB. Through the warm worker (harness/worker.py) this process is a fork of a server that
-    # imported torch & co.: ru_maxrss is still this process's own high-water mark (fork starts it from
-    # the pages the child maps), so it counts the imported pages the run touches, as in process, but not
-    # those it never maps: it can read lower (the toy run: ~390 vs ~480 MB). CPU time (process_time)
-    # also restarts at the fork; both are taken as differences over the run anyway.
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # Through the warm worker (harness/worker.py) this process is a fork of a server that imported
+    # torch & co.: its high-water mark counts the imported pages the run touches, as in process, but
+    # not those it never maps: it can read lower (the toy run: ~390 vs ~480 MB). CPU time
+    # (process_time) also restarts at the fork; both are taken as differences over the run anyway.
+    peak_rss_mb = _peak_rss_mb()
     peak_gpu_mb = None
     if device.startswith("cuda"):
         import torch
