@@ -12,8 +12,12 @@ the wall time is waiting for a core):
 
 * ``ingest``: a fresh SQLite registry indexes every record file;
 * ``reingest``: the same again when every record is already present;
-* ``ls_task``: ``harness registry ls --task t0`` in process (output discarded);
-* ``runs_task``: ``Registry.runs("t0")``.
+* ``runs_task_cold``: the first ``Registry.runs("t0")`` after the ingest (it builds t0's snapshot,
+  ``results/.cache/registry/<scale>/t0.runs.parquet``, from SQL);
+* ``runs_task``: ``Registry.runs("t0")`` again (read from the snapshot: what every later query costs
+  until an ingest adds runs to t0);
+* ``metrics_task_cold``, ``metrics_task``: the same for ``Registry.metrics("t0")``;
+* ``ls_task``: ``harness registry ls --task t0`` in process (output discarded), after those.
 
 Writes ``benchmarks/results/registry_scale.json`` (``--out``; ``--before FILE`` keeps another run's
 results in it, e.g. on the code before a change). Goals (issue 15): at 100k,
@@ -80,7 +84,7 @@ def measure(n: int, repeats: int, workdir: Path) -> dict:
     data = workdir / f"records-{n}"
     t_build, _, _ = timed(lambda: build(data, n))
     out: dict = {"n_records": n, "build_s": round(t_build, 3)}
-    ingest, reingest, ls_task, runs_task = [], [], [], []
+    ingest, reingest, ls_task, runs_task, runs_cold, metrics_task, metrics_cold = [], [], [], [], [], [], []
     for r in range(repeats):
         db = workdir / f"registry-{n}-{r}.sqlite"
         url = f"sqlite:///{db}"
@@ -90,7 +94,10 @@ def measure(n: int, repeats: int, workdir: Path) -> dict:
             ingest.append((wall, cpu))
             assert s.n_new == n and not s.errors, s
             reingest.append(timed(lambda: reg.ingest_dir()))
+            runs_cold.append(timed(lambda: reg.runs("t0")))
             runs_task.append(timed(lambda: reg.runs("t0")))
+            metrics_cold.append(timed(lambda: reg.metrics("t0")))
+            metrics_task.append(timed(lambda: reg.metrics("t0")))
         with contextlib.redirect_stdout(io.StringIO()) as buf:
             argv = ["--registry", url, "--results", str(data), "registry", "ls", "--task", "t0"]
             ls_task.append(timed(lambda: cli_main(argv)))
@@ -98,7 +105,8 @@ def measure(n: int, repeats: int, workdir: Path) -> dict:
         for side in ("", "-wal", "-shm"):
             Path(f"{db}{side}").unlink(missing_ok=True)
     for name, xs in (("ingest_s", ingest), ("reingest_s", reingest), ("ls_task_s", ls_task),
-                     ("runs_task_s", runs_task)):
+                     ("runs_task_s", runs_task), ("runs_task_cold_s", runs_cold), ("metrics_task_s", metrics_task),
+                     ("metrics_task_cold_s", metrics_cold)):
         walls, cpus = [x[0] for x in xs], [x[1] for x in xs]
         out[name] = round(statistics.median(walls), 4)
         out[name.replace("_s", "_all_s")] = [round(x, 4) for x in walls]

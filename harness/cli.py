@@ -160,7 +160,8 @@ def cmd_registry(args) -> int:
     if args.action == "ls":
         import pandas as pd
 
-        # only the rows printed are read (LIMIT in SQL), and only their metrics
+        # only the rows printed are made (current runs: cut from the task's snapshot, before config and info
+        # are parsed; --all: LIMIT in SQL), and only their metrics are read
         df = reg.runs(task=args.task, scale=args.scale, status=args.status, current_only=not args.all,
                       limit=max(args.limit, 0))
         cols = ["run_id", "task", "benchmark", "variant", "seed", "scale", "status", "wall_s", "git_commit"]
