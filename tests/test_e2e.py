@@ -82,8 +82,7 @@ def test_slurm_profile_runs_jobs_on_slurm(tmp_path):
     shutil.copytree(REPO / "profiles" / "slurm", profile)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--profile", str(profile),
-           "--jobs", "2", "--seconds-between-status-checks", "1",  # the default 10 s is most of the test's wall
-           "--config", "scale=small", "tasks=toy", "data_via=direct"]
+           "--jobs", "2", "--config", "scale=small", "tasks=toy", "data_via=direct"]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     recs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").rglob("*.json")]
