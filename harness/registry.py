@@ -328,6 +328,14 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]):
     return pd.DataFrame(data, columns=columns)
 
 
+#: The order of a metrics frame: by run key and metric; a key's runs (history) oldest first.
+_METRICS_ORDER = ["task", "scale", "benchmark", "variant", "seed", "name", "finished_at", "run_id"]
+
+
+def _sort_metrics(df):
+    return df.sort_values(_METRICS_ORDER, kind="stable", ignore_index=True) if len(df) else df
+
+
 def _frame_cols(cols: list[list[Any]], names: list[str], extra: Mapping[str, list[Any]] | None = None):
     """:func:`_frame` from column lists (no dict per row): ``cols[i]`` holds ``names[i]``."""
     import pandas as pd
@@ -1418,21 +1426,27 @@ class Registry:
 
     def _metrics_for(self, rows: list[dict[str, Any]]):
         by_id = {r["run_id"]: r for r in rows}
-        out = []
         ids = list(by_id)
+        own = ("name", "value", "nonfinite", "higher_is_better")  # the metric row's; the rest are its run's
+        cols: dict[str, list[Any]] = {c: [] for c in METRICS_COLUMNS}
+        from_run = [(cols[c], c) for c in METRICS_COLUMNS if c not in own and c != "run_id"]
+        m = metrics_table.c
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
-                q = sa.select(metrics_table).where(metrics_table.c.run_id.in_(ids[i:i + 500]))
-                for m in conn.execute(q):
-                    r = by_id[m.run_id]
-                    out.append({**{c: r[c] for c in METRICS_COLUMNS if c in r},
-                                "name": m.name, "value": m.value, "nonfinite": m.nonfinite,
-                                "higher_is_better": m.higher_is_better})
-        df = _frame(out, METRICS_COLUMNS)
-        if len(df):
-            df = df.sort_values(["task", "scale", "benchmark", "variant", "seed", "name"],
-                                kind="stable", ignore_index=True)
-        return df
+                q = sa.select(m.run_id, m.name, m.value, m.nonfinite, m.higher_is_better).where(
+                    m.run_id.in_(ids[i:i + 500]))
+                got = conn.execute(q).all()
+                if not got:
+                    continue
+                # Column lists, not a dict per (run, metric): ~70k rows at 10k runs.
+                run_ids, names, values, nonfinite, hib = zip(*got)
+                for c, v in (("run_id", run_ids), ("name", names), ("value", values), ("nonfinite", nonfinite),
+                             ("higher_is_better", hib)):
+                    cols[c].extend(v)
+                runs = [by_id[r] for r in run_ids]
+                for out, c in from_run:
+                    out.extend([r.get(c) for r in runs])
+        return _sort_metrics(_frame_cols([cols[c] for c in METRICS_COLUMNS], METRICS_COLUMNS))
 
     def metric_table(self, run_ids: Iterable[str]):
         """Wide frame of the given runs' metrics: index ``run_id``, one column per metric name
@@ -1460,11 +1474,20 @@ class Registry:
         higher_is_better, git_commit, finished_at. Runs of every status but ``failed``.
         Current runs' metrics come from the (task, scale) snapshots, as :meth:`runs`.
         """
+        current = self._current_frame("metrics", task, scale)
+        if current is None:
+            return self._metrics_for(self._runs_rows(task, scale, None, current_only))
         if current_only:
-            df = self._current_frame("metrics", task, scale)
-            if df is not None:
-                return df
-        return self._metrics_for(self._runs_rows(task, scale, None, current_only))
+            return current
+        # History: the current runs' metrics from the snapshots, SQL only for the superseded runs
+        # (a tenth of a registry, typically), in the order _metrics_for gives the whole.
+        import pandas as pd
+
+        now = set(current["run_id"])
+        older = self._metrics_for([r for r in self._runs_rows(task, scale, None, False) if r["run_id"] not in now])
+        if not len(older):
+            return current
+        return _sort_metrics(pd.concat([current, older], ignore_index=True))
 
     def by_commit(self, commit_prefix: str, task: str | None = None, scale: str | None = None):
         """The metrics frame (as :meth:`metrics`) of the runs recorded at one commit.
@@ -1500,9 +1523,9 @@ class Registry:
             rows = [dict(r._mapping) for r in conn.execute(q)]
         if unresolved_only and rows:
             latest_ok: dict[tuple, float] = {}
-            for r in self._select_runs(task, scale):
-                k = tuple(r[c] for c in RUN_KEY)
-                latest_ok[k] = max(latest_ok.get(k, -math.inf), _time_key(r.get("finished_at")))
+            for r in self._finish_times({f["variant"] for f in rows}, task, scale):
+                k = tuple(r[:-1])
+                latest_ok[k] = max(latest_ok.get(k, -math.inf), _time_key(r[-1]))
             def resolved(f: dict[str, Any]) -> bool:
                 k = tuple(f[c] for c in RUN_KEY)
                 when = _time_key(f.get("finished_at") or f.get("started_at"))
@@ -1511,6 +1534,22 @@ class Registry:
         rows.sort(key=lambda f: (_time_key(f.get("finished_at") or f.get("started_at")), f["failure_id"]),
                   reverse=True)
         return _frame(rows, FAILURES_COLUMNS)
+
+    def _finish_times(self, variants: set[str], task: str | None, scale: str | None) -> list[tuple]:
+        """(*RUN_KEY, finished_at) of every run of ``variants`` (in ``task`` and ``scale`` when
+        given): the runs a failure could have been retried by, not every run's row."""
+        cols = [runs_table.c[c] for c in RUN_KEY] + [runs_table.c.finished_at]
+        names = sorted(variants)
+        out: list[tuple] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(names), 500):
+                q = sa.select(*cols).where(runs_table.c.variant.in_(names[i:i + 500]))
+                if task is not None:
+                    q = q.where(runs_table.c.task == task)
+                if scale is not None:
+                    q = q.where(runs_table.c.scale == scale)
+                out.extend(tuple(r) for r in conn.execute(q))
+        return out
 
     def record(self, run_id: str) -> dict[str, Any]:
         """The full record of a run (a failed run's latest failure record if it never finished).

@@ -378,6 +378,9 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:  # datasets is optional
             pass
+    # What every run reads from the installed packages, read once here (the key covers them).
+    for name in ("harness.plugins", "harness.provenance"):
+        sys.modules[name].warm()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():  # a child could not use CUDA: never serve so
         raise RuntimeError("an import initialised CUDA in the worker server")

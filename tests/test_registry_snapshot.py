@@ -104,9 +104,13 @@ def test_snapshot_frames_equal_the_sql_path(built, builds):
                 _equal(reg.runs(**q, **f), expected)
                 _equal(reg.runs(**q, **f), expected)
             _equal(reg.metrics(**q), sql.metrics(**q))
-        # history (current_only=False) and negative limits stay in SQL, unchanged
+        # history runs (current_only=False) and negative limits stay in SQL, unchanged; the history
+        # metrics join the snapshot's current ones with SQL's superseded ones: the same frame
         _equal(reg.runs(current_only=False), sql.runs(current_only=False))
-        _equal(reg.metrics("toy", current_only=False), sql.metrics("toy", current_only=False))
+        for q in QUERIES:
+            _equal(reg.metrics(**q, current_only=False), sql.metrics(**q, current_only=False))
+        history = sql.metrics("toy", "small", current_only=False)
+        assert len(history) > len(sql.metrics("toy", "small"))  # the superseded runs are in it
         full = reg.runs("toy", "small")
         assert full.loc[full["benchmark"] == "b3", "git_dirty"].isna().all()
         odd = full[full["benchmark"] == "b3"].iloc[0]

@@ -282,3 +282,26 @@ def test_a_killed_run_leaves_the_other_runs_of_its_server_alone(workdir, runtime
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0 and out.startswith("ok "), err
     assert len(_server_pids(runtime)) == 1 and _alive(_server_pids(runtime)[0])
+
+
+def test_warm_reads_the_installed_metadata_once_and_gives_what_every_run_read(monkeypatch):
+    """The server reads entry points, package versions and the CPU model once before forking
+    (its key covers the installed packages); its children use them and read nothing again."""
+    from harness import plugins, provenance
+
+    cold_specs, cold = plugins._entry_specs(), provenance.collect()
+    monkeypatch.setattr(plugins, "_WARM_ENTRY_POINTS", None)  # restored at teardown: this process stays cold
+    monkeypatch.setattr(provenance, "_WARM", None)
+    plugins.warm()
+    provenance.warm()
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("installed metadata read again after warm()")
+
+    monkeypatch.setattr(plugins, "entry_points", read_again)
+    monkeypatch.setattr(provenance.metadata, "version", read_again)
+    monkeypatch.setattr(provenance, "_cpu_model", read_again)
+    assert plugins._entry_specs() == cold_specs and "toy" in cold_specs
+    warm = provenance.collect()
+    assert warm["packages"] == cold["packages"] and warm["packages"]["torch"]
+    assert warm["cpu"] == cold["cpu"]

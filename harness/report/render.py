@@ -1034,6 +1034,7 @@ def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_
     (missing file: no verdicts yet, claims show as not evaluated) and the tasks from the
     installed plugins, then :func:`render_site` (``benchmarks``, ``figure_cache``: see there)."""
     from harness.plugins import discover
+    from harness.registry import _json_loads
 
     if tasks is None:
         tasks, broken = discover()
@@ -1054,7 +1055,7 @@ def render_from_registry(registry: Any, out_dir: str | Path, scale: str, claims_
         texts = _stored_records(registry, [str(r) for r in runs["run_id"]])
         runs = runs.copy()
         runs["record_json"] = [texts[str(r)] for r in runs["run_id"]]
-        records = {rid: _as_dict(json.loads(text)) for rid, text in texts.items()}
+        records = {rid: _as_dict(_json_loads(text)) for rid, text in texts.items()}
         # The curves of the ok runs (registry.curves would parse every record a second time).
         curves = {str(r): records[str(r)].get("curves") or {} for r in runs.loc[runs["status"] == "ok", "run_id"]}
     else:
