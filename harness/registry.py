@@ -1483,8 +1483,7 @@ class Registry:
         # (a tenth of a registry, typically), in the order _metrics_for gives the whole.
         import pandas as pd
 
-        now = set(current["run_id"])
-        older = self._metrics_for([r for r in self._runs_rows(task, scale, None, False) if r["run_id"] not in now])
+        older = self._metrics_for(self._rows_by_id(self._run_ids(task, scale) - set(current["run_id"])))
         if not len(older):
             return current
         return _sort_metrics(pd.concat([current, older], ignore_index=True))
@@ -1534,6 +1533,28 @@ class Registry:
         rows.sort(key=lambda f: (_time_key(f.get("finished_at") or f.get("started_at")), f["failure_id"]),
                   reverse=True)
         return _frame(rows, FAILURES_COLUMNS)
+
+    def _run_ids(self, task: str | None, scale: str | None) -> set[str]:
+        """Every run_id of (task, scale), superseded runs included (one column, no row dicts)."""
+        q = sa.select(runs_table.c.run_id)
+        if task is not None:
+            q = q.where(runs_table.c.task == task)
+        if scale is not None:
+            q = q.where(runs_table.c.scale == scale)
+        with self.engine.connect() as conn:
+            return set(conn.execute(q).scalars())
+
+    def _rows_by_id(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The scalar columns of the given runs, 500 run_ids per query, in run_id order."""
+        ids = sorted(run_ids)
+        cols = [runs_table.c[c] for c in _RUN_SCALARS]
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                res = conn.execute(sa.select(*cols).where(runs_table.c.run_id.in_(ids[i:i + 500])))
+                keys = list(res.keys())
+                out.extend(dict(zip(keys, r)) for r in res)
+        return out
 
     def _finish_times(self, variants: set[str], task: str | None, scale: str | None) -> list[tuple]:
         """(*RUN_KEY, finished_at) of every run of ``variants`` (in ``task`` and ``scale`` when
