@@ -40,17 +40,18 @@ class BrokenPlugin:
 _WARM_ENTRY_POINTS: dict[str, str] | None = None
 
 
+def _installed_specs() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
 def warm() -> None:
     """Read the installed entry points once, for the processes forked from this one."""
     global _WARM_ENTRY_POINTS
-    _WARM_ENTRY_POINTS = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    _WARM_ENTRY_POINTS = _installed_specs()
 
 
 def _entry_specs() -> dict[str, str]:
-    if _WARM_ENTRY_POINTS is not None:
-        specs = dict(_WARM_ENTRY_POINTS)
-    else:
-        specs = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    specs = dict(_WARM_ENTRY_POINTS) if _WARM_ENTRY_POINTS is not None else _installed_specs()
     extra = os.environ.get("HARNESS_EXTRA_TASKS", "")
     for item in filter(None, (x.strip() for x in extra.split(";"))):
         if "=" not in item:

@@ -57,14 +57,15 @@ def _version(pkg: str) -> str | None:
 _WARM: dict[str, Any] | None = None
 
 
+def _installed() -> dict[str, Any]:
+    """PACKAGES' versions and the CPU model."""
+    return {"packages": {p: _version(p) for p in PACKAGES}, "cpu": _cpu_model()}
+
+
 def warm() -> None:
     """Read the package versions and the CPU model once, for the processes forked from this one."""
     global _WARM
-    _WARM = {"packages": {p: _version(p) for p in PACKAGES}, "cpu": _cpu_model()}
-
-
-def _packages() -> dict[str, str | None]:
-    return dict(_WARM["packages"]) if _WARM is not None else {p: _version(p) for p in PACKAGES}
+    _WARM = _installed()
 
 
 def executor_info() -> dict[str, Any]:
@@ -77,13 +78,14 @@ def executor_info() -> dict[str, Any]:
 
 
 def collect(device: str = "cpu") -> dict[str, Any]:
+    installed = _WARM if _WARM is not None else _installed()
     info: dict[str, Any] = {
         **git_info(),
         "python": platform.python_version(),
-        "packages": _packages(),
+        "packages": dict(installed["packages"]),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": _WARM["cpu"] if _WARM is not None else _cpu_model(),
+        "cpu": installed["cpu"],
         "cpu_count": os.cpu_count(),
         **executor_info(),
         "argv": sys.argv,
